@@ -1,0 +1,498 @@
+//! The system configuration (`/etc/flipslot/system.toml`): parsing and validation.
+//!
+//! [`SystemConfig::parse`] is pure; [`SystemConfig::load`] only adds reading the file.
+//! Slots are grouped by class in the file (`[[slot.rootfs]]`); the array position gives
+//! the slot index and the slot name is `class.index` (like RAUC's `rootfs.0`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::STATUS_FILE_NAME;
+
+/// Errors from reading or validating the system configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (unknown key, wrong type,
+    /// missing required key, unsupported bootloader).
+    #[error("cannot parse config {path}: {source}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML error; it names the key and line.
+        source: toml::de::Error,
+    },
+    /// A value is present but not acceptable.
+    #[error("invalid config {path}: {key}: {reason}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The offending key, e.g. `slot.rootfs[1].bootname`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The bootloader whose environment carries the A/B state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootloader {
+    /// GRUB with RAUC-style `ORDER` / `<bootname>_OK` / `<bootname>_TRY` variables in a grubenv file.
+    Grub,
+}
+
+impl Bootloader {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bootloader::Grub => "grub",
+        }
+    }
+}
+
+/// One slot: a block device that holds one copy of an image of its class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Slot {
+    /// `class.index`, e.g. `rootfs.0`.
+    pub name: String,
+    /// The slot class, e.g. `rootfs`.
+    pub class: String,
+    /// Position within the class in the config file, from 0.
+    pub index: usize,
+    /// Absolute path of the block device (usually a `/dev/disk/by-*` link).
+    pub device: PathBuf,
+    /// The name the bootloader knows this slot by (`A`, `B`, …).
+    pub bootname: String,
+}
+
+/// The validated system configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SystemConfig {
+    /// The file this was read from (used in messages).
+    pub path: PathBuf,
+    /// Images must declare this compatible string to be installed.
+    pub compatible: String,
+    /// Which bootloader backend to use.
+    pub bootloader: Bootloader,
+    /// The grubenv file (present when `bootloader` is `grub`).
+    pub grubenv: Option<PathBuf>,
+    /// Directory of trusted public keys.
+    pub keyring: PathBuf,
+    /// How many valid signatures an image needs (at least 1).
+    pub min_signatures: u32,
+    /// Directory for the status file and the install lock.
+    pub data_dir: PathBuf,
+    /// All slots, ordered by class name, then index.
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    compatible: String,
+    bootloader: Bootloader,
+    grubenv: Option<PathBuf>,
+    keyring: PathBuf,
+    min_signatures: Option<u32>,
+    data_directory: PathBuf,
+    #[serde(default)]
+    slot: BTreeMap<String, Vec<RawSlot>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    device: PathBuf,
+    bootname: String,
+}
+
+/// Whether `s` is non-empty and only `[A-Za-z0-9_-]`.
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl SystemConfig {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` is only used in messages and kept as `path`.
+    pub fn parse(text: &str, origin: &Path) -> Result<SystemConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            source,
+        })?;
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+
+        if raw.compatible.trim().is_empty() {
+            return Err(invalid("compatible", "must not be empty".into()));
+        }
+        let min_signatures = raw.min_signatures.unwrap_or(1);
+        if min_signatures < 1 {
+            return Err(invalid("min-signatures", "must be at least 1".into()));
+        }
+        for (key, p) in [
+            ("keyring", &raw.keyring),
+            ("data-directory", &raw.data_directory),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("{} is not an absolute path", p.display()),
+                ));
+            }
+        }
+        match raw.bootloader {
+            Bootloader::Grub => match &raw.grubenv {
+                None => {
+                    return Err(invalid(
+                        "grubenv",
+                        "required when bootloader = \"grub\"".into(),
+                    ))
+                }
+                Some(p) if !p.is_absolute() => {
+                    return Err(invalid(
+                        "grubenv",
+                        format!("{} is not an absolute path", p.display()),
+                    ))
+                }
+                Some(_) => {}
+            },
+        }
+
+        if raw.slot.is_empty() {
+            return Err(invalid(
+                "slot",
+                "no slot classes configured (add [[slot.<class>]] tables)".into(),
+            ));
+        }
+        let mut slots = Vec::new();
+        let mut bootnames = BTreeSet::new();
+        let mut devices = BTreeSet::new();
+        for (class, raw_slots) in raw.slot {
+            if !is_simple_name(&class) {
+                return Err(invalid(
+                    &format!("slot.{class}"),
+                    "class names may only contain A-Z, a-z, 0-9, '_' and '-'".into(),
+                ));
+            }
+            if raw_slots.len() < 2 {
+                return Err(invalid(
+                    &format!("slot.{class}"),
+                    format!(
+                        "class has {} slot(s); at least 2 are needed for A/B updates",
+                        raw_slots.len()
+                    ),
+                ));
+            }
+            for (index, raw_slot) in raw_slots.into_iter().enumerate() {
+                let key = format!("slot.{class}[{index}]");
+                if !is_simple_name(&raw_slot.bootname) {
+                    return Err(invalid(
+                        &format!("{key}.bootname"),
+                        format!(
+                            "{:?} must be non-empty and only contain A-Z, a-z, 0-9, '_' and '-'",
+                            raw_slot.bootname
+                        ),
+                    ));
+                }
+                if !bootnames.insert(raw_slot.bootname.clone()) {
+                    return Err(invalid(
+                        &format!("{key}.bootname"),
+                        format!("bootname {:?} is used by another slot", raw_slot.bootname),
+                    ));
+                }
+                if !raw_slot.device.is_absolute() {
+                    return Err(invalid(
+                        &format!("{key}.device"),
+                        format!("{} is not an absolute path", raw_slot.device.display()),
+                    ));
+                }
+                if !devices.insert(raw_slot.device.clone()) {
+                    return Err(invalid(
+                        &format!("{key}.device"),
+                        format!(
+                            "device {} is used by another slot",
+                            raw_slot.device.display()
+                        ),
+                    ));
+                }
+                slots.push(Slot {
+                    name: format!("{class}.{index}"),
+                    class: class.clone(),
+                    index,
+                    device: raw_slot.device,
+                    bootname: raw_slot.bootname,
+                });
+            }
+        }
+
+        Ok(SystemConfig {
+            path: origin.to_path_buf(),
+            compatible: raw.compatible,
+            bootloader: raw.bootloader,
+            grubenv: raw.grubenv,
+            keyring: raw.keyring,
+            min_signatures,
+            data_dir: raw.data_directory,
+            slots,
+        })
+    }
+
+    /// The slot called `name` (`class.index`).
+    pub fn slot_by_name(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// The slot the bootloader knows as `bootname`.
+    pub fn slot_by_bootname(&self, bootname: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.bootname == bootname)
+    }
+
+    /// The slots of `class`, by index; empty when the class does not exist.
+    pub fn slots_of_class(&self, class: &str) -> Vec<&Slot> {
+        self.slots.iter().filter(|s| s.class == class).collect()
+    }
+
+    /// The configured classes, sorted by name.
+    pub fn classes(&self) -> Vec<&str> {
+        let mut classes: Vec<&str> = self.slots.iter().map(|s| s.class.as_str()).collect();
+        classes.dedup();
+        classes
+    }
+
+    /// Every configured bootname, in slot order.
+    pub fn bootnames(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.bootname.clone()).collect()
+    }
+
+    /// Where the status file lives (`<data-directory>/status.json`), as a host path.
+    pub fn status_path(&self) -> PathBuf {
+        self.data_dir.join(STATUS_FILE_NAME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "/etc/flipslot/system.toml";
+
+    const AB: &str = r#"
+compatible = "acme-gateway"
+bootloader = "grub"
+grubenv = "/boot/efi/EFI/BOOT/grubenv"
+keyring = "/etc/flipslot/keys"
+data-directory = "/var/lib/flipslot"
+
+[[slot.rootfs]]
+device = "/dev/disk/by-partlabel/rootfs-a"
+bootname = "A"
+
+[[slot.rootfs]]
+device = "/dev/disk/by-partlabel/rootfs-b"
+bootname = "B"
+"#;
+
+    fn parse(text: &str) -> Result<SystemConfig, ConfigError> {
+        SystemConfig::parse(text, Path::new(ORIGIN))
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(cfg) => panic!("expected an error, got {cfg:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_ab_example() {
+        let cfg = parse(AB).unwrap();
+        assert_eq!(cfg.compatible, "acme-gateway");
+        assert_eq!(cfg.bootloader, Bootloader::Grub);
+        assert_eq!(
+            cfg.grubenv,
+            Some(PathBuf::from("/boot/efi/EFI/BOOT/grubenv"))
+        );
+        assert_eq!(cfg.keyring, PathBuf::from("/etc/flipslot/keys"));
+        assert_eq!(cfg.min_signatures, 1);
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/flipslot"));
+        assert_eq!(cfg.path, PathBuf::from(ORIGIN));
+        assert_eq!(cfg.slots.len(), 2);
+        let b = cfg.slot_by_name("rootfs.1").unwrap();
+        assert_eq!(b.bootname, "B");
+        assert_eq!(b.index, 1);
+        assert_eq!(b.class, "rootfs");
+        assert_eq!(b.device, PathBuf::from("/dev/disk/by-partlabel/rootfs-b"));
+        assert_eq!(cfg.slot_by_bootname("A").unwrap().name, "rootfs.0");
+        assert!(cfg.slot_by_bootname("C").is_none());
+        assert_eq!(cfg.classes(), vec!["rootfs"]);
+        assert_eq!(cfg.slots_of_class("rootfs").len(), 2);
+        assert!(cfg.slots_of_class("appfs").is_empty());
+        assert_eq!(cfg.bootnames(), vec!["A".to_string(), "B".to_string()]);
+        assert_eq!(
+            cfg.status_path(),
+            PathBuf::from("/var/lib/flipslot/status.json")
+        );
+        assert!(serde_json::to_string(&cfg)
+            .unwrap()
+            .contains("\"rootfs.0\""));
+    }
+
+    #[test]
+    fn abc_and_several_classes() {
+        let text = AB.to_string()
+            + r#"
+[[slot.rootfs]]
+device = "/dev/disk/by-partlabel/rootfs-c"
+bootname = "C"
+
+[[slot.appfs]]
+device = "/dev/sdb1"
+bootname = "app_a"
+
+[[slot.appfs]]
+device = "/dev/sdb2"
+bootname = "app-b"
+"#;
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.classes(), vec!["appfs", "rootfs"]);
+        assert_eq!(cfg.slots_of_class("rootfs").len(), 3);
+        assert_eq!(cfg.slot_by_bootname("C").unwrap().name, "rootfs.2");
+        assert_eq!(cfg.slot_by_bootname("app-b").unwrap().name, "appfs.1");
+    }
+
+    #[test]
+    fn min_signatures() {
+        let text = AB.replace("keyring =", "min-signatures = 3\nkeyring =");
+        assert_eq!(parse(&text).unwrap().min_signatures, 3);
+        let text = AB.replace("keyring =", "min-signatures = 0\nkeyring =");
+        let e = err(&text);
+        assert!(e.contains("min-signatures") && e.contains(ORIGIN), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&AB.replace("keyring =", "colour = \"red\"\nkeyring ="));
+        assert!(e.contains("colour") && e.contains(ORIGIN), "{e}");
+        let e = err(&AB.replace("bootname = \"B\"", "bootname = \"B\"\nsize = 3"));
+        assert!(e.contains("size"), "{e}");
+    }
+
+    #[test]
+    fn unknown_bootloader_lists_supported() {
+        let e = err(&AB.replace("\"grub\"", "\"uboot\""));
+        assert!(e.contains("uboot") && e.contains("grub"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_keys() {
+        for key in ["compatible", "keyring", "data-directory", "bootloader"] {
+            let text: String = AB
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key} =")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let e = err(&text);
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = err(&AB.replace("grubenv = \"/boot/efi/EFI/BOOT/grubenv\"", ""));
+        assert!(e.contains("grubenv"), "{e}");
+    }
+
+    #[test]
+    fn empty_compatible() {
+        let e = err(&AB.replace("\"acme-gateway\"", "\" \""));
+        assert!(e.contains("compatible"), "{e}");
+    }
+
+    #[test]
+    fn no_slots() {
+        let text: String = AB.split("[[slot.rootfs]]").next().unwrap().to_string();
+        let e = err(&text);
+        assert!(e.contains("slot"), "{e}");
+    }
+
+    #[test]
+    fn single_slot_class() {
+        let text = AB.to_string() + "\n[[slot.appfs]]\ndevice = \"/dev/sdc1\"\nbootname = \"X\"\n";
+        let e = err(&text);
+        assert!(e.contains("slot.appfs") && e.contains("at least 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_bootnames() {
+        let e = err(&AB.replace("bootname = \"B\"", "bootname = \"A\""));
+        assert!(
+            e.contains("slot.rootfs[1].bootname") && e.contains("\"A\""),
+            "{e}"
+        );
+        let e = err(&AB.replace("bootname = \"B\"", "bootname = \"\""));
+        assert!(e.contains("slot.rootfs[1].bootname"), "{e}");
+        let e = err(&AB.replace("bootname = \"B\"", "bootname = \"B C\""));
+        assert!(e.contains("slot.rootfs[1].bootname"), "{e}");
+        let e = err(&AB.replace("bootname = \"B\"", "bootname = \"B$x\""));
+        assert!(e.contains("slot.rootfs[1].bootname"), "{e}");
+    }
+
+    #[test]
+    fn bad_devices() {
+        let e = err(&AB.replace("rootfs-b", "rootfs-a"));
+        assert!(
+            e.contains("slot.rootfs[1].device") && e.contains("rootfs-a"),
+            "{e}"
+        );
+        let e = err(&AB.replace("\"/dev/disk/by-partlabel/rootfs-b\"", "\"sdb2\""));
+        assert!(
+            e.contains("slot.rootfs[1].device") && e.contains("absolute"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_rejected() {
+        let e = err(&AB.replace("\"/var/lib/flipslot\"", "\"var/lib\""));
+        assert!(e.contains("data-directory"), "{e}");
+        let e = err(&AB.replace("\"/boot/efi/EFI/BOOT/grubenv\"", "\"grubenv\""));
+        assert!(e.contains("grubenv"), "{e}");
+    }
+
+    #[test]
+    fn bad_class_name() {
+        let e = err(&AB.replace("slot.rootfs", "slot.\"root.fs\""));
+        assert!(e.contains("root.fs"), "{e}");
+    }
+
+    #[test]
+    fn load_reads_and_names_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.toml");
+        let e = SystemConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("system.toml"), "{e}");
+        std::fs::write(&path, AB).unwrap();
+        let cfg = SystemConfig::load(&path).unwrap();
+        assert_eq!(cfg.path, path);
+    }
+}

@@ -1,0 +1,295 @@
+//! The install pipeline: verify the bundle, plan targets, take each target out of the
+//! boot rotation, stream verified chunks into it, read it back, record the result and
+//! finally ask the bootloader to try it.
+//!
+//! Irreversible steps, in order (each named in errors and tested for a crash):
+//! 1. target marked bad in the bootloader and its status record set to "failed: interrupted";
+//! 2. target slot overwritten;
+//! 3. status record set to ok;
+//! 4. target made primary (`mark_active`), after which the next boot tries it.
+//!
+//! Until step 4 the bootloader's choice of primary slot is untouched; the booted slot and
+//! its status record are never touched at all.
+
+use crate::bootloader::Bootloader;
+use crate::clock::Clock;
+use crate::config::{Slot, SystemConfig};
+use crate::device::SlotDevices;
+use crate::plan::{self, Target};
+use crate::status::{InstallResult, SlotRecord, StatusFile};
+use crate::stream;
+use anyhow::{bail, Context, Result};
+use flipslot_image::progress::Reporter;
+use flipslot_image::source::ByteSource;
+use flipslot_image::{Bundle, Keyring, VerifyPolicy};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Choices the caller makes.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallOptions {
+    /// Install even if the bundle is older than the booted version.
+    pub allow_downgrade: bool,
+    /// Read the slot back after writing and compare with the image hash.
+    pub read_back: bool,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            allow_downgrade: false,
+            read_back: true,
+        }
+    }
+}
+
+/// What the install touches.
+pub struct InstallEnv<'a> {
+    /// The system config.
+    pub cfg: &'a SystemConfig,
+    /// The booted slot, if the system runs from one.
+    pub booted: Option<&'a Slot>,
+    /// The bootloader backend.
+    pub bootloader: &'a mut dyn Bootloader,
+    /// Slot device access.
+    pub devices: &'a dyn SlotDevices,
+    /// The clock.
+    pub clock: &'a dyn Clock,
+    /// The trusted keys.
+    pub keyring: &'a Keyring,
+    /// The status file (already resolved under the root).
+    pub status_path: PathBuf,
+}
+
+impl std::fmt::Debug for InstallEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstallEnv")
+            .field("booted", &self.booted.map(|s| &s.name))
+            .field("status_path", &self.status_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One image written.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstalledImage {
+    /// Image class.
+    pub class: String,
+    /// Slot name.
+    pub slot: String,
+    /// Slot device.
+    pub device: PathBuf,
+    /// Bytes written.
+    pub size: u64,
+    /// SHA-256 of the image (as read back when read-back is on).
+    pub sha256: String,
+}
+
+/// The result of a successful install.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallOutcome {
+    /// Bundle version.
+    pub version: String,
+    /// Bundle compatible.
+    pub compatible: String,
+    /// SHA-256 of the signed manifest.
+    pub manifest_sha256: String,
+    /// What was written where.
+    pub images: Vec<InstalledImage>,
+    /// The slot the bootloader will try at the next boot.
+    pub primary: String,
+    /// Its bootname.
+    pub primary_bootname: String,
+    /// Whether each slot was read back.
+    pub read_back: bool,
+}
+
+/// Installs the bundle read from `source`. On error nothing about the booted slot or the
+/// bootloader's primary slot has changed; a target that was being written stays marked bad.
+pub fn install<S: ByteSource + Send>(
+    env: &mut InstallEnv<'_>,
+    source: S,
+    opts: &InstallOptions,
+    progress: &mut Reporter,
+) -> Result<InstallOutcome> {
+    let what = source.describe();
+    let policy = VerifyPolicy {
+        min_signatures: env.cfg.min_signatures,
+    };
+    let mut bundle = Bundle::open(source, env.keyring, &policy)
+        .with_context(|| format!("bundle {what} rejected"))?;
+    let manifest = bundle.manifest().clone();
+    let mut status = StatusFile::load(&env.status_path)?;
+    let targets = plan::plan(
+        env.cfg,
+        &manifest,
+        env.booted,
+        &status,
+        opts.allow_downgrade,
+    )
+    .with_context(|| format!("bundle {what} cannot be installed here"))?;
+    let boot_target = plan::boot_target(&targets, env.booted)
+        .map(|t| t.slot.clone())
+        .context("bundle has no image")?;
+
+    // Open and check every target before changing anything.
+    let mut devices = Vec::new();
+    for t in &targets {
+        devices.push(open_target(env, t, &manifest)?);
+    }
+    progress.event(
+        "start",
+        serde_json::json!({
+            "bundle": what,
+            "version": manifest.version.to_string(),
+            "targets": targets.iter().map(|t| &t.slot.name).collect::<Vec<_>>(),
+        }),
+    );
+
+    // Step 1: out of rotation, and recorded as interrupted until proven otherwise.
+    let started = env.clock.now_unix();
+    for t in &targets {
+        env.bootloader
+            .mark_bad(&t.slot.bootname)
+            .with_context(|| format!("cannot mark slot {} bad", t.slot.name))?;
+        status.set_record(
+            &t.slot.name,
+            SlotRecord {
+                bundle_version: Some(manifest.version.to_string()),
+                compatible: manifest.compatible.clone(),
+                manifest_sha256: Some(bundle.manifest_sha256().to_hex()),
+                image_sha256: None,
+                installed_at: Some(started),
+                result: InstallResult::Failed,
+                message: Some("installation interrupted".into()),
+            },
+        );
+    }
+    status.save(&env.status_path)?;
+
+    // Step 2: write and verify.
+    let mut images = Vec::new();
+    for (t, dev) in targets.iter().zip(devices.iter_mut()) {
+        let r = write_and_check(&mut bundle, t, dev.as_mut(), opts, progress);
+        match r {
+            Ok(img) => images.push(img),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if let Some(rec) = status.slots.get_mut(&t.slot.name) {
+                    rec.message = Some(msg);
+                }
+                if let Err(save_err) = status.save(&env.status_path) {
+                    log::error!("cannot record the failure: {save_err:#}");
+                }
+                return Err(e.context(format!(
+                    "installing into slot {} failed; it stays marked bad",
+                    t.slot.name
+                )));
+            }
+        }
+    }
+
+    // Step 3: record success.
+    let finished = env.clock.now_unix();
+    for img in &images {
+        if let Some(rec) = status.slots.get_mut(&img.slot) {
+            rec.image_sha256 = Some(img.sha256.clone());
+            rec.installed_at = Some(finished);
+            rec.result = InstallResult::Ok;
+            rec.message = None;
+        }
+    }
+    status.save(&env.status_path)?;
+
+    // Step 4: try it at the next boot.
+    env.bootloader
+        .mark_active(&boot_target.bootname)
+        .with_context(|| format!("cannot make slot {} primary", boot_target.name))?;
+    progress.finish();
+    Ok(InstallOutcome {
+        version: manifest.version.to_string(),
+        compatible: manifest.compatible.clone(),
+        manifest_sha256: bundle.manifest_sha256().to_hex(),
+        images,
+        primary: boot_target.name.clone(),
+        primary_bootname: boot_target.bootname.clone(),
+        read_back: opts.read_back,
+    })
+}
+
+fn open_target(
+    env: &InstallEnv<'_>,
+    t: &Target,
+    manifest: &flipslot_image::Manifest,
+) -> Result<Box<dyn crate::device::SlotDevice>> {
+    let slot = &t.slot;
+    if env.booted.is_some_and(|b| b.name == slot.name) {
+        bail!(
+            "refusing to write slot {}: it is the booted slot",
+            slot.name
+        );
+    }
+    if let Some(mp) = env.devices.mounted_at(&slot.device)? {
+        bail!(
+            "refusing to write slot {}: its device {} is mounted at {}",
+            slot.name,
+            slot.device.display(),
+            mp.display()
+        );
+    }
+    let dev = env
+        .devices
+        .open(&slot.device)
+        .with_context(|| format!("slot {}", slot.name))?;
+    let img = &manifest.images[t.image];
+    if img.size > dev.size() {
+        bail!(
+            "image {} ({} bytes) does not fit slot {} ({}: {} bytes)",
+            img.class,
+            img.size,
+            slot.name,
+            slot.device.display(),
+            dev.size()
+        );
+    }
+    Ok(dev)
+}
+
+fn write_and_check<S: ByteSource + Send>(
+    bundle: &mut Bundle<S>,
+    t: &Target,
+    dev: &mut dyn crate::device::SlotDevice,
+    opts: &InstallOptions,
+    progress: &mut Reporter,
+) -> Result<InstalledImage> {
+    let img = bundle.manifest().images[t.image].clone();
+    let phase = format!("write {}", t.slot.name);
+    stream::write_image(bundle, t.image, dev, &mut |d, n| {
+        progress.update(&phase, d, n)
+    })?;
+    dev.sync()
+        .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
+    let sha256 = if opts.read_back {
+        let phase = format!("read-back {}", t.slot.name);
+        let got = stream::hash_device(dev, img.size, &mut |d, n| progress.update(&phase, d, n))?;
+        if got != img.sha256 {
+            bail!(
+                "read-back of slot {} ({}) does not match the image: sha256 {} expected, {} read",
+                t.slot.name,
+                dev.path().display(),
+                img.sha256,
+                got
+            );
+        }
+        got
+    } else {
+        img.sha256
+    };
+    Ok(InstalledImage {
+        class: img.class.clone(),
+        slot: t.slot.name.clone(),
+        device: t.slot.device.clone(),
+        size: img.size,
+        sha256: sha256.to_hex(),
+    })
+}

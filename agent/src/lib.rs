@@ -1,0 +1,16 @@
+pub mod bootloader;
+pub mod cli;
+pub mod clock;
+pub mod cmdline;
+pub mod config;
+pub mod device;
+pub mod install;
+pub mod mountinfo;
+pub mod ops;
+pub mod paths;
+pub mod plan;
+pub mod report;
+pub mod slots;
+pub mod status;
+pub mod stream;
+pub mod sys;

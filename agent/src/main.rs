@@ -1,0 +1,9 @@
+//! The `flipslot` binary: logging, then one call into the library.
+
+fn main() {
+    flipslot_image::logger::init();
+    if let Err(e) = flipslot::cli::run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

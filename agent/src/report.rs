@@ -1,0 +1,88 @@
+//! Human-readable text for status reports and install summaries (pure formatting).
+
+use crate::install::InstallOutcome;
+use crate::ops::StatusReport;
+use crate::status::InstallResult;
+use flipslot_image::timefmt::rfc3339;
+use std::time::Duration;
+
+/// The text of `flipslot status`.
+pub fn status_text(r: &StatusReport) -> String {
+    let name_of = |n: &Option<String>| match n {
+        Some(n) => {
+            let bn = r
+                .slots
+                .iter()
+                .find(|s| &s.name == n)
+                .map(|s| s.bootname.as_str());
+            format!("{n} ({})", bn.unwrap_or("?"))
+        }
+        None => "none".into(),
+    };
+    let mut s = format!(
+        "compatible: {}\nbootloader: {}\nbooted:     {}\nprimary:    {}\n",
+        r.compatible,
+        r.bootloader,
+        name_of(&r.booted),
+        name_of(&r.primary)
+    );
+    for slot in &r.slots {
+        s += &format!(
+            "\n{} ({}) {}{}\n  device:      {}\n  boot status: {}\n",
+            slot.name,
+            slot.bootname,
+            slot.state,
+            if slot.primary { ", primary" } else { "" },
+            slot.device.display(),
+            slot.boot_status
+        );
+        let Some(rec) = &slot.installed else {
+            s += "  installed:   nothing recorded\n";
+            continue;
+        };
+        let result = match rec.result {
+            InstallResult::Ok => "ok",
+            InstallResult::Failed => "failed",
+        };
+        let when = rec
+            .installed_at
+            .map(|t| format!(", {}", rfc3339(t)))
+            .unwrap_or_default();
+        let msg = rec
+            .message
+            .as_ref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        s += &format!(
+            "  installed:   {} ({result}{when}){msg}\n",
+            rec.bundle_version.as_deref().unwrap_or("?")
+        );
+        if let Some(h) = &rec.image_sha256 {
+            s += &format!("  sha256:      {h}\n");
+        }
+    }
+    s
+}
+
+/// The one-line summary after an install.
+pub fn install_summary(o: &InstallOutcome, took: Duration) -> String {
+    let bytes: u64 = o.images.iter().map(|i| i.size).sum();
+    let secs = took.as_secs_f64().max(0.001);
+    let slots: Vec<String> = o
+        .images
+        .iter()
+        .map(|i| format!("{} -> {}", i.class, i.slot))
+        .collect();
+    format!(
+        "installed {} {} [{}]: {:.1} MiB in {:.1} s ({:.0} MiB/s{}); {} ({}) will be tried at the next boot",
+        o.compatible,
+        o.version,
+        slots.join(", "),
+        bytes as f64 / (1 << 20) as f64,
+        secs,
+        bytes as f64 / secs / (1 << 20) as f64,
+        if o.read_back { ", read back and verified" } else { "" },
+        o.primary,
+        o.primary_bootname,
+    )
+}

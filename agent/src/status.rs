@@ -1,0 +1,340 @@
+//! The status file (`<data-directory>/status.json`): what was installed into each slot.
+//!
+//! Versioned by its `format` field (only format 1 is understood). Saved atomically:
+//! write a temp file in the same directory, fsync it, rename it over, fsync the directory.
+//! Writers are expected to hold the install lock, so one fixed temp name suffices; a temp
+//! file left by a crash is ignored by [`StatusFile::load`] and replaced by the next save.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::slots::SlotHistory;
+
+/// The only status format this version reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// Errors from loading or saving the status file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// Reading failed (other than the file being absent).
+    #[error("cannot read status file {path}: {source}")]
+    Read {
+        /// The status file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid status JSON.
+    #[error("corrupt status file {path}: {source}")]
+    Corrupt {
+        /// The status file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The file has a `format` this version does not know.
+    #[error("status file {path} has format {found}, this flipslot understands format {FORMAT}")]
+    UnsupportedFormat {
+        /// The status file.
+        path: PathBuf,
+        /// The format found.
+        found: u64,
+    },
+    /// Writing, syncing or renaming failed.
+    #[error("cannot write status file {path}: {source}")]
+    Write {
+        /// The file being written (the temp file or the status file).
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Outcome of the last install into a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallResult {
+    /// The image was written and verified.
+    Ok,
+    /// The install started but did not complete.
+    Failed,
+}
+
+/// What the last install into one slot was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// Version of the bundle installed.
+    #[serde(default)]
+    pub bundle_version: Option<String>,
+    /// The bundle's compatible string.
+    pub compatible: String,
+    /// SHA-256 of the signed manifest, hex.
+    #[serde(default)]
+    pub manifest_sha256: Option<String>,
+    /// SHA-256 of the image as written, hex.
+    #[serde(default)]
+    pub image_sha256: Option<String>,
+    /// When the install finished (unix seconds).
+    #[serde(default)]
+    pub installed_at: Option<u64>,
+    /// Whether it succeeded.
+    pub result: InstallResult,
+    /// A note, e.g. the error of a failed install.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The whole status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusFile {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    /// Records by slot name (`rootfs.0`).
+    pub slots: BTreeMap<String, SlotRecord>,
+}
+
+impl Default for StatusFile {
+    fn default() -> Self {
+        StatusFile {
+            format: FORMAT,
+            slots: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FormatProbe {
+    format: u64,
+}
+
+/// The temp file [`StatusFile::save`] writes before renaming it over `path`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+impl StatusFile {
+    /// Decodes status JSON; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<StatusFile, StatusError> {
+        let corrupt = |source| StatusError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        };
+        let probe: FormatProbe = serde_json::from_str(text).map_err(corrupt)?;
+        if probe.format != u64::from(FORMAT) {
+            return Err(StatusError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: probe.format,
+            });
+        }
+        serde_json::from_str(text).map_err(corrupt)
+    }
+
+    /// Encodes as pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        Ok(text)
+    }
+
+    /// Reads the status file; a missing file is an empty status.
+    pub fn load(path: &Path) -> Result<StatusFile, StatusError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StatusFile::default()),
+            Err(source) => Err(StatusError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the status file atomically (temp file, fsync, rename, fsync directory).
+    pub fn save(&self, path: &Path) -> Result<(), StatusError> {
+        let tmp = temp_path(path);
+        let write_err = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StatusError::Write { path: p, source }
+        };
+        let text = self
+            .to_json()
+            .map_err(|e| write_err(path)(std::io::Error::other(e)))?;
+        let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
+        file.write_all(text.as_bytes()).map_err(write_err(&tmp))?;
+        file.sync_all().map_err(write_err(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(write_err(path))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        crate::sys::fsync_dir(dir).map_err(write_err(dir))?;
+        Ok(())
+    }
+
+    /// The record of `slot_name`, if any install into it was recorded.
+    pub fn record(&self, slot_name: &str) -> Option<&SlotRecord> {
+        self.slots.get(slot_name)
+    }
+
+    /// Records an install into `slot_name`, replacing the previous record.
+    pub fn set_record(&mut self, slot_name: &str, record: SlotRecord) {
+        self.slots.insert(slot_name.to_string(), record);
+    }
+
+    /// The install history of a slot, as [`crate::slots::choose_target`] wants it.
+    pub fn history(&self, slot_name: &str) -> SlotHistory {
+        self.record(slot_name)
+            .map(|r| SlotHistory {
+                installed_at: r.installed_at,
+                failed: r.result == InstallResult::Failed,
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(result: InstallResult, at: u64) -> SlotRecord {
+        SlotRecord {
+            bundle_version: Some("1.2.3".into()),
+            compatible: "acme-gateway".into(),
+            manifest_sha256: Some("ab".repeat(32)),
+            image_sha256: None,
+            installed_at: Some(at),
+            result,
+            message: None,
+        }
+    }
+
+    /// Format 1 as written by this version.
+    const FORMAT1_FIXTURE: &str = r#"{
+  "format": 1,
+  "slots": {
+    "rootfs.1": {
+      "bundle_version": "2.0.0",
+      "compatible": "acme-gateway",
+      "manifest_sha256": null,
+      "image_sha256": "00ff",
+      "installed_at": 1700000000,
+      "result": "failed",
+      "message": "write error at offset 4096"
+    }
+  }
+}
+"#;
+
+    #[test]
+    fn parses_format1_fixture() {
+        let s = StatusFile::parse(FORMAT1_FIXTURE, Path::new("status.json")).unwrap();
+        let r = s.record("rootfs.1").unwrap();
+        assert_eq!(r.result, InstallResult::Failed);
+        assert_eq!(r.installed_at, Some(1_700_000_000));
+        assert_eq!(r.message.as_deref(), Some("write error at offset 4096"));
+        assert_eq!(
+            s.history("rootfs.1"),
+            SlotHistory {
+                installed_at: Some(1_700_000_000),
+                failed: true
+            }
+        );
+        assert_eq!(s.history("rootfs.0"), SlotHistory::default());
+        assert_eq!(s.to_json().unwrap(), FORMAT1_FIXTURE);
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StatusFile::load(&dir.path().join("status.json")).unwrap();
+        assert_eq!(s, StatusFile::default());
+        assert_eq!(s.format, FORMAT);
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        let mut s = StatusFile::default();
+        s.set_record("rootfs.0", record(InstallResult::Ok, 100));
+        s.save(&path).unwrap();
+        assert_eq!(StatusFile::load(&path).unwrap(), s);
+        s.set_record("rootfs.1", record(InstallResult::Failed, 200));
+        s.save(&path).unwrap();
+        assert_eq!(StatusFile::load(&path).unwrap(), s);
+        assert!(!temp_path(&path).exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("status.json")]);
+    }
+
+    #[test]
+    fn crash_leftover_temp_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        let mut s = StatusFile::default();
+        s.set_record("rootfs.0", record(InstallResult::Ok, 100));
+        s.save(&path).unwrap();
+        // A crash between writing the temp file and the rename leaves a partial temp file.
+        std::fs::write(temp_path(&path), b"{\"format\": 1, \"slo").unwrap();
+        assert_eq!(StatusFile::load(&path).unwrap(), s);
+        // The next save replaces it.
+        s.set_record("rootfs.1", record(InstallResult::Ok, 300));
+        s.save(&path).unwrap();
+        assert_eq!(StatusFile::load(&path).unwrap(), s);
+        assert!(!temp_path(&path).exists());
+    }
+
+    #[test]
+    fn corrupt_json_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        std::fs::write(&path, b"{ not json").unwrap();
+        let e = StatusFile::load(&path).unwrap_err();
+        assert!(matches!(e, StatusError::Corrupt { .. }));
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        std::fs::write(&path, b"{\"format\": 1, \"slots\": {\"rootfs.0\": {}}}").unwrap();
+        assert!(matches!(
+            StatusFile::load(&path).unwrap_err(),
+            StatusError::Corrupt { .. }
+        ));
+        std::fs::write(&path, b"{\"slots\": {}}").unwrap();
+        assert!(matches!(
+            StatusFile::load(&path).unwrap_err(),
+            StatusError::Corrupt { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_format_is_rejected() {
+        let e = StatusFile::parse(
+            "{\"format\": 2, \"slots\": {}, \"new\": true}",
+            Path::new("/x/status.json"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, StatusError::UnsupportedFormat { found: 2, .. }));
+        assert!(
+            e.to_string().contains("/x/status.json") && e.to_string().contains('2'),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unwritable_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir/status.json");
+        let e = StatusFile::default().save(&path).unwrap_err();
+        assert!(e.to_string().contains("missing-dir"), "{e}");
+    }
+}

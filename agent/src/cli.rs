@@ -59,6 +59,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Assess this boot (run once per boot by flipslot-health.service).
+    ///
+    /// Records earlier trials that never committed as rollbacks, runs the configured
+    /// health checks, then commits the booted slot (a trial that passed), or marks it bad
+    /// and reboots into the previous slot (a trial that failed). Exits 1 when a check
+    /// failed.
+    Health {
+        /// Do not reboot after a failed trial (the bootloader still falls back at the
+        /// next boot).
+        #[arg(long)]
+        no_reboot: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the other, still good slot primary so that the next boot runs it.
+    Rollback {
+        /// The slot to return to (default: the other slot of the booted class).
+        #[arg(long, value_name = "SLOT")]
+        to: Option<String>,
+        /// Reboot right away.
+        #[arg(long)]
+        reboot: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Commit a slot: the bootloader keeps booting it (OK=1, TRY=0).
     MarkGood(MarkArgs),
     /// Take a slot out of the boot rotation (OK=0, TRY=0).
@@ -127,6 +154,56 @@ pub fn run() -> Result<()> {
                     "{}",
                     crate::report::install_summary(&out, started.elapsed())
                 );
+            }
+        }
+        Command::Health { no_reboot, json } => {
+            let checks = crate::health::host::HostChecks;
+            let rebooter = crate::health::host::HostReboot {
+                root: agent.root.clone(),
+            };
+            let env = ops::HealthEnv {
+                checks: &checks,
+                clock: &crate::clock::SystemClock,
+                allow_reboot: !no_reboot,
+            };
+            let out = ops::health(&agent, &env)?;
+            if json {
+                print_json(&out)?;
+            } else {
+                print!("{}", crate::report::health_text(&out));
+            }
+            if out.rebooting {
+                use crate::health::host::Rebooter;
+                rebooter.reboot()?;
+            }
+            if out.failed() {
+                std::process::exit(1);
+            }
+        }
+        Command::Rollback { to, reboot, json } => {
+            let out = ops::rollback(&agent, to.as_deref(), &crate::clock::SystemClock)?;
+            if json {
+                print_json(&out)?;
+            } else {
+                println!(
+                    "slot {} ({}, version {}) will boot next instead of {}{}",
+                    out.to_slot,
+                    out.to_bootname,
+                    out.to_version.as_deref().unwrap_or("unknown"),
+                    out.from_slot,
+                    if reboot {
+                        "; rebooting"
+                    } else {
+                        "; reboot to switch"
+                    }
+                );
+            }
+            if reboot {
+                use crate::health::host::Rebooter;
+                crate::health::host::HostReboot {
+                    root: agent.root.clone(),
+                }
+                .reboot()?;
             }
         }
         Command::MarkGood(a) => mark(&agent, a, Mark::Good)?,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::config::HealthConfig;
 use crate::paths::STATUS_FILE_NAME;
 
 /// Errors from reading or validating the system configuration.
@@ -95,6 +96,8 @@ pub struct SystemConfig {
     pub data_dir: PathBuf,
     /// All slots, ordered by class name, then index.
     pub slots: Vec<Slot>,
+    /// Boot assessment checks (`[health]`).
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +111,8 @@ struct RawConfig {
     data_directory: PathBuf,
     #[serde(default)]
     slot: BTreeMap<String, Vec<RawSlot>>,
+    #[serde(default)]
+    health: HealthConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +186,10 @@ impl SystemConfig {
                 Some(_) => {}
             },
         }
+
+        raw.health
+            .validate()
+            .map_err(|(key, reason)| invalid(&key, reason))?;
 
         if raw.slot.is_empty() {
             return Err(invalid(
@@ -258,6 +267,7 @@ impl SystemConfig {
             min_signatures,
             data_dir: raw.data_directory,
             slots,
+            health: raw.health,
         })
     }
 

@@ -30,6 +30,8 @@ pub trait SlotDevices {
     fn open(&self, path: &Path) -> anyhow::Result<Box<dyn SlotDevice>>;
     /// Where the device is mounted, if it is.
     fn mounted_at(&self, path: &Path) -> anyhow::Result<Option<PathBuf>>;
+    /// Whether two paths name the same device or file (after following links).
+    fn same_device(&self, a: &Path, b: &Path) -> bool;
 }
 
 /// A heap buffer whose usable part starts on an [`IO_ALIGN`] boundary, made without
@@ -174,6 +176,23 @@ impl SlotDevices for HostDevices {
         let entries = crate::mountinfo::parse(&text)
             .with_context(|| format!("cannot parse {}", table.display()))?;
         Ok(crate::mountinfo::mounted_at(&entries, major, minor).map(|e| e.mount_point.clone()))
+    }
+
+    fn same_device(&self, a: &Path, b: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &Path| {
+            std::fs::metadata(self.root.resolve(p)).ok().map(|m| {
+                if m.rdev() != 0 {
+                    (0, m.rdev())
+                } else {
+                    (m.dev(), m.ino())
+                }
+            })
+        };
+        match (id(a), id(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        }
     }
 }
 

@@ -162,6 +162,7 @@ pub fn install<S: ByteSource + Send>(
                 installed_at: Some(started),
                 result: InstallResult::Failed,
                 message: Some("installation interrupted".into()),
+                trial: Default::default(),
             },
         );
     }
@@ -227,6 +228,18 @@ fn open_target(
         bail!(
             "refusing to write slot {}: it is the booted slot",
             slot.name
+        );
+    }
+    if let Some(b) = env
+        .booted
+        .filter(|b| env.devices.same_device(&b.device, &slot.device))
+    {
+        bail!(
+            "refusing to write slot {}: its device {} is the booted slot {}'s device {}",
+            slot.name,
+            slot.device.display(),
+            b.name,
+            b.device.display()
         );
     }
     if let Some(mp) = env.devices.mounted_at(&slot.device)? {

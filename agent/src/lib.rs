@@ -4,6 +4,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod config;
 pub mod device;
+pub mod health;
 pub mod install;
 pub mod mountinfo;
 pub mod ops;

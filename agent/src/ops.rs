@@ -9,7 +9,7 @@ use crate::device::HostDevices;
 use crate::install::{self, InstallEnv, InstallOptions, InstallOutcome};
 use crate::paths::{self, Root};
 use crate::slots::{self, FsResolver};
-use crate::status::{SlotRecord, StatusFile};
+use crate::status::{RollbackRecord, SlotRecord, StatusFile};
 use anyhow::{bail, Context, Result};
 use flipslot_image::progress::Reporter;
 use flipslot_image::source::FileSource;
@@ -64,6 +64,16 @@ impl Agent {
             root: self.root.clone(),
         };
         Ok(slots::detect_booted(&self.cfg, &hint, &resolver)?)
+    }
+
+    /// Takes the install lock (one installer or assessor at a time).
+    pub fn lock(&self) -> Result<crate::sys::LockGuard> {
+        let data_dir = self.root.resolve(&self.cfg.data_dir);
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let path = data_dir.join(paths::LOCK_FILE_NAME);
+        crate::sys::lock_exclusive(&path)
+            .with_context(|| format!("cannot take the lock {}", path.display()))
     }
 
     fn bootloader(&self) -> Result<Box<dyn Bootloader>> {
@@ -152,6 +162,8 @@ pub struct StatusReport {
     pub primary: Option<String>,
     /// Every slot.
     pub slots: Vec<SlotStatus>,
+    /// The most recent rollback, if any.
+    pub last_rollback: Option<RollbackRecord>,
 }
 
 fn boot_status_str(s: SlotBootState) -> &'static str {
@@ -196,6 +208,7 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
             .and_then(|bn| agent.cfg.slot_by_bootname(&bn))
             .map(|s| s.name.clone()),
         slots,
+        last_rollback: status.last_rollback.clone(),
     })
 }
 
@@ -206,10 +219,7 @@ pub fn install_file(
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
-    let data_dir = agent.root.resolve(&agent.cfg.data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let _lock = crate::sys::lock_exclusive(&data_dir.join(paths::LOCK_FILE_NAME))?;
+    let _lock = agent.lock()?;
     let source = FileSource::open(bundle)
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
     let keyring_path = agent.root.resolve(&agent.cfg.keyring);
@@ -284,5 +294,217 @@ pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
         bootname: slot.bootname.clone(),
         mark: name,
         primary,
+    })
+}
+
+/// The answer of `flipslot health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthOutcome {
+    /// The booted slot.
+    pub booted: Option<String>,
+    /// `trial`, `routine`, `booted-bad` or `not-from-slot`.
+    pub boot: &'static str,
+    /// The checks run.
+    pub verdict: Option<crate::health::Verdict>,
+    /// `committed`, `kept`, `fallback` or `none`.
+    pub action: &'static str,
+    /// Rollbacks noticed and recorded by this run.
+    pub rollbacks: Vec<RollbackRecord>,
+    /// Whether a reboot into the previous slot was requested.
+    pub rebooting: bool,
+}
+
+impl HealthOutcome {
+    /// Whether the command should exit non-zero.
+    pub fn failed(&self) -> bool {
+        self.verdict.as_ref().is_some_and(|v| !v.healthy)
+    }
+}
+
+/// What `flipslot health` needs from the host.
+pub struct HealthEnv<'a> {
+    /// Runs single checks.
+    pub checks: &'a dyn crate::health::CheckRunner,
+    /// The clock.
+    pub clock: &'a dyn crate::clock::Clock,
+    /// Whether a failed trial may ask for a reboot (the config may also forbid it); the
+    /// caller reboots when the outcome says `rebooting`.
+    pub allow_reboot: bool,
+}
+
+impl std::fmt::Debug for HealthEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthEnv")
+            .field("allow_reboot", &self.allow_reboot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Assesses this boot: records earlier failed trials as rollbacks, runs the health checks,
+/// and commits the booted slot or falls back from it.
+pub fn health(agent: &Agent, env: &HealthEnv<'_>) -> Result<HealthOutcome> {
+    use crate::health::assess::{assess, BootKind};
+    let _lock = agent.lock()?;
+    let booted = agent.booted()?;
+    let mut bl = agent.bootloader()?;
+    let ab = bl.state()?;
+    let status_path = agent.status_path();
+    let mut status = StatusFile::load(&status_path)?;
+    let a = assess(&agent.cfg, booted, &ab, &status);
+    let now = env.clock.now_unix();
+
+    let mut rollbacks = Vec::new();
+    for f in &a.failed_trials {
+        if f.needs_mark_bad {
+            bl.mark_bad(&f.slot.bootname)
+                .with_context(|| format!("cannot mark failed slot {} bad", f.slot.name))?;
+        }
+        let to = booted.map(|b| b.name.clone()).unwrap_or_default();
+        let to_version = status.slots.get(&to).and_then(|r| r.bundle_version.clone());
+        let Some(rec) = status.slots.get_mut(&f.slot.name) else {
+            continue;
+        };
+        rec.trial.rolled_back_at = Some(now);
+        let rb = RollbackRecord {
+            from_slot: f.slot.name.clone(),
+            from_version: rec.bundle_version.clone(),
+            to_slot: to,
+            to_version,
+            reason: f.reason.clone(),
+            at: now,
+        };
+        log::warn!(
+            "rolled back from slot {} to {}: {}",
+            rb.from_slot,
+            rb.to_slot,
+            rb.reason
+        );
+        status.last_rollback = Some(rb.clone());
+        rollbacks.push(rb);
+    }
+    if !rollbacks.is_empty() {
+        status.save(&status_path)?;
+    }
+
+    let (boot, run) = match a.kind {
+        BootKind::NotFromSlot => ("not-from-slot", false),
+        BootKind::BootedBad => ("booted-bad", true),
+        BootKind::Routine => ("routine", true),
+        BootKind::Trial => ("trial", true),
+    };
+    let verdict = run.then(|| crate::health::run_checks(&agent.cfg.health, env.checks));
+    let mut out = HealthOutcome {
+        booted: booted.map(|b| b.name.clone()),
+        boot,
+        verdict: verdict.clone(),
+        action: "none",
+        rollbacks,
+        rebooting: false,
+    };
+    let (Some(b), Some(v)) = (booted, verdict) else {
+        return Ok(out);
+    };
+    match a.kind {
+        BootKind::Trial if v.healthy => {
+            bl.mark_good(&b.bootname)
+                .with_context(|| format!("cannot commit slot {}", b.name))?;
+            if let Some(rec) = status.slots.get_mut(&b.name) {
+                rec.trial.committed_at = Some(now);
+            }
+            status.save(&status_path)?;
+            out.action = "committed";
+        }
+        BootKind::Trial => {
+            // Record the reason first: whatever happens next, the boot after this one
+            // finds it (the bootloader falls back on its own if we crash here).
+            if let Some(rec) = status.slots.get_mut(&b.name) {
+                rec.trial.health_failure = v.reason.clone();
+            }
+            status.save(&status_path)?;
+            bl.mark_bad(&b.bootname)
+                .with_context(|| format!("cannot mark slot {} bad", b.name))?;
+            out.action = "fallback";
+            out.rebooting = agent.cfg.health.reboot_on_failure && env.allow_reboot;
+        }
+        BootKind::Routine => {
+            if !v.healthy {
+                log::warn!(
+                    "slot {} is committed; keeping it although a health check failed: {}",
+                    b.name,
+                    v.reason.as_deref().unwrap_or("")
+                );
+            }
+            bl.mark_good(&b.bootname)
+                .with_context(|| format!("cannot mark slot {} good", b.name))?;
+            out.action = "kept";
+        }
+        BootKind::BootedBad | BootKind::NotFromSlot => {}
+    }
+    Ok(out)
+}
+
+/// The answer of `flipslot rollback`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackOutcome {
+    /// The slot that will boot next.
+    pub to_slot: String,
+    /// Its bootname.
+    pub to_bootname: String,
+    /// Its recorded version.
+    pub to_version: Option<String>,
+    /// The slot running now.
+    pub from_slot: String,
+}
+
+/// Makes the other (still good) slot primary, so the next boot runs it.
+pub fn rollback(
+    agent: &Agent,
+    to: Option<&str>,
+    clock: &dyn crate::clock::Clock,
+) -> Result<RollbackOutcome> {
+    let _lock = agent.lock()?;
+    let booted = agent
+        .booted()?
+        .context("the system did not boot from a configured slot; use mark-active SLOT")?;
+    let target = agent.select_slot(to.unwrap_or("other"))?;
+    if target.name == booted.name {
+        bail!("slot {} is the booted slot", target.name);
+    }
+    let mut bl = agent.bootloader()?;
+    if bl.slot_state(&target.bootname)? == SlotBootState::Bad {
+        bail!(
+            "cannot roll back to slot {} ({}): the bootloader has it marked bad",
+            target.name,
+            target.bootname
+        );
+    }
+    let status_path = agent.status_path();
+    let mut status = StatusFile::load(&status_path)?;
+    let rec = status.slots.get(&target.name);
+    if rec.is_some_and(|r| r.result != crate::status::InstallResult::Ok) {
+        bail!(
+            "cannot roll back to slot {}: its last install did not complete",
+            target.name
+        );
+    }
+    let to_version = rec.and_then(|r| r.bundle_version.clone());
+    bl.mark_active(&target.bootname)?;
+    status.last_rollback = Some(RollbackRecord {
+        from_slot: booted.name.clone(),
+        from_version: status
+            .slots
+            .get(&booted.name)
+            .and_then(|r| r.bundle_version.clone()),
+        to_slot: target.name.clone(),
+        to_version: to_version.clone(),
+        reason: "requested by an operator (flipslot rollback)".into(),
+        at: clock.now_unix(),
+    });
+    status.save(&status_path)?;
+    Ok(RollbackOutcome {
+        to_slot: target.name.clone(),
+        to_bootname: target.bootname.clone(),
+        to_version,
+        from_slot: booted.name.clone(),
     })
 }

@@ -26,6 +26,17 @@ pub fn status_text(r: &StatusReport) -> String {
         name_of(&r.booted),
         name_of(&r.primary)
     );
+    if let Some(rb) = &r.last_rollback {
+        s += &format!(
+            "rollback:   from {} ({}) to {} ({}) at {}: {}\n",
+            rb.from_slot,
+            rb.from_version.as_deref().unwrap_or("?"),
+            rb.to_slot,
+            rb.to_version.as_deref().unwrap_or("?"),
+            rfc3339(rb.at),
+            rb.reason
+        );
+    }
     for slot in &r.slots {
         s += &format!(
             "\n{} ({}) {}{}\n  device:      {}\n  boot status: {}\n",
@@ -85,4 +96,48 @@ pub fn install_summary(o: &InstallOutcome, took: Duration) -> String {
         o.primary,
         o.primary_bootname,
     )
+}
+
+/// The text of `flipslot health`.
+pub fn health_text(o: &crate::ops::HealthOutcome) -> String {
+    let mut s = String::new();
+    for rb in &o.rollbacks {
+        s += &format!(
+            "rollback: slot {} ({}) failed its trial, running {} ({}): {}\n",
+            rb.from_slot,
+            rb.from_version.as_deref().unwrap_or("?"),
+            rb.to_slot,
+            rb.to_version.as_deref().unwrap_or("?"),
+            rb.reason
+        );
+    }
+    if let Some(v) = &o.verdict {
+        for r in &v.results {
+            s += &format!(
+                "{} {} ({:.1} s){}\n",
+                if r.ok { "ok  " } else { "FAIL" },
+                r.check,
+                r.seconds,
+                r.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let slot = o.booted.as_deref().unwrap_or("none");
+    s += &match o.action {
+        "committed" => format!("trial boot of slot {slot} passed: committed\n"),
+        "fallback" => format!(
+            "trial boot of slot {slot} failed: marked bad{}\n",
+            if o.rebooting {
+                ", rebooting into the previous slot"
+            } else {
+                "; the previous slot boots next"
+            }
+        ),
+        "kept" => format!("slot {slot} kept ({} boot)\n", o.boot),
+        _ => format!("nothing to do ({})\n", o.boot),
+    };
+    s
 }

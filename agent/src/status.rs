@@ -87,6 +87,48 @@ pub struct SlotRecord {
     /// A note, e.g. the error of a failed install.
     #[serde(default)]
     pub message: Option<String>,
+    /// What became of the trial boot of this install.
+    #[serde(default, skip_serializing_if = "Trial::is_empty")]
+    pub trial: Trial,
+}
+
+/// The boot assessment of an installed slot: committed, failed its health checks, or
+/// rolled back from. Reset by every install.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    /// When a trial boot of this slot passed its health checks and was committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<u64>,
+    /// Why the trial boot failed its health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_failure: Option<String>,
+    /// When the system fell back from this slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<u64>,
+}
+
+impl Trial {
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self == &Trial::default()
+    }
+}
+
+/// A fallback from a slot that failed its trial to the slot that booted instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRecord {
+    /// The slot that failed.
+    pub from_slot: String,
+    /// Its version.
+    pub from_version: Option<String>,
+    /// The slot running now.
+    pub to_slot: String,
+    /// Its version.
+    pub to_version: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// When the fallback was noticed (unix seconds).
+    pub at: u64,
 }
 
 /// The whole status file.
@@ -96,6 +138,9 @@ pub struct StatusFile {
     pub format: u32,
     /// Records by slot name (`rootfs.0`).
     pub slots: BTreeMap<String, SlotRecord>,
+    /// The most recent rollback, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<RollbackRecord>,
 }
 
 impl Default for StatusFile {
@@ -103,6 +148,7 @@ impl Default for StatusFile {
         StatusFile {
             format: FORMAT,
             slots: BTreeMap::new(),
+            last_rollback: None,
         }
     }
 }
@@ -214,6 +260,7 @@ mod tests {
             installed_at: Some(at),
             result,
             message: None,
+            trial: Trial::default(),
         }
     }
 

@@ -145,3 +145,92 @@ pub fn lock_exclusive(path: &Path) -> io::Result<LockGuard> {
         Err((_, e)) => Err(io::Error::from(e)),
     }
 }
+
+/// How a command run by [`run_with_timeout`] ended.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// It exited (or was killed by a signal) on its own.
+    Exited {
+        /// The exit status.
+        status: std::process::ExitStatus,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// It was still running at the timeout and was killed.
+    TimedOut,
+}
+
+/// Runs `argv` (no shell; stdin null, stdout discarded, stderr captured) and kills it
+/// when it runs longer than `timeout`.
+pub fn run_with_timeout(argv: &[String], timeout: std::time::Duration) -> io::Result<RunOutcome> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            // Reading stops at EOF, when the child exits or is killed.
+            s.take(1 << 20).read_to_end(&mut buf).ok();
+        }
+        buf
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() >= timeout {
+            child.kill().ok();
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let err = reader.join().unwrap_or_default();
+    Ok(match status {
+        Some(status) => {
+            let text = String::from_utf8_lossy(&err);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+            RunOutcome::Exited {
+                status,
+                stderr_tail: tail,
+            }
+        }
+        None => RunOutcome::TimedOut,
+    })
+}
+
+/// Whether systemd is the running init (its runtime directory exists under `root`).
+pub fn systemd_running(root: &crate::paths::Root) -> bool {
+    root.resolve(Path::new("/run/systemd/system")).is_dir()
+}
+
+/// Reboots the machine: through systemd when it runs (a clean shutdown), else by syncing
+/// the filesystems and calling reboot(2) directly.
+pub fn reboot(root: &crate::paths::Root) -> io::Result<()> {
+    if systemd_running(root) {
+        let status = std::process::Command::new("systemctl")
+            .arg("reboot")
+            .stdin(std::process::Stdio::null())
+            .status()?;
+        if status.success() {
+            return Ok(());
+        }
+        log::warn!("systemctl reboot failed ({status}); rebooting directly");
+    }
+    nix::unistd::sync();
+    match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT) {
+        Ok(never) => match never {},
+        Err(e) => Err(io::Error::from(e)),
+    }
+}

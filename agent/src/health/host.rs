@@ -1,0 +1,94 @@
+//! The host's health checks and reboot: systemd units through `systemctl`, commands with a
+//! timeout, HTTP with the minimal client. All process handling lives in `crate::sys`.
+
+use crate::health::CheckRunner;
+use crate::paths::Root;
+use crate::sys::{self, RunOutcome};
+use std::time::Duration;
+
+/// Runs checks on this machine.
+#[derive(Debug, Default)]
+pub struct HostChecks;
+
+fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
+    match sys::run_with_timeout(argv, timeout) {
+        Ok(RunOutcome::Exited { status, .. }) if status.success() => Ok(()),
+        Ok(RunOutcome::Exited {
+            status,
+            stderr_tail,
+        }) => Err(if stderr_tail.is_empty() {
+            format!("{} exited with {status}", argv[0])
+        } else {
+            format!(
+                "{} exited with {status}: {}",
+                argv[0],
+                stderr_tail.replace('\n', " | ")
+            )
+        }),
+        Ok(RunOutcome::TimedOut) => Err(format!(
+            "{} did not finish within {} s and was killed",
+            argv[0],
+            timeout.as_secs()
+        )),
+        Err(e) => Err(format!("cannot run {}: {e}", argv[0])),
+    }
+}
+
+impl CheckRunner for HostChecks {
+    fn unit_active(&self, unit: &str, timeout: Duration) -> Result<(), String> {
+        let argv = ["systemctl", "is-active", "--quiet", "--", unit].map(String::from);
+        run(&argv, timeout).map_err(|_| format!("{unit} is not active"))
+    }
+
+    fn command(&self, argv: &[String], timeout: Duration) -> Result<(), String> {
+        run(argv, timeout)
+    }
+
+    fn http(&self, url: &str, timeout: Duration) -> Result<(), String> {
+        crate::health::http::check(url, timeout)
+    }
+}
+
+/// Restarts the machine.
+pub trait Rebooter {
+    /// Reboots now (returns only on failure, or in tests).
+    fn reboot(&self) -> anyhow::Result<()>;
+}
+
+/// Reboots the host.
+#[derive(Debug)]
+pub struct HostReboot {
+    /// The root directory (to find out whether systemd runs).
+    pub root: Root,
+}
+
+impl Rebooter for HostReboot {
+    fn reboot(&self) -> anyhow::Result<()> {
+        sys::reboot(&self.root).map_err(|e| anyhow::anyhow!("reboot failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_pass_fail_and_time_out() {
+        let h = HostChecks;
+        let t = Duration::from_secs(5);
+        assert_eq!(h.command(&["true".into()], t), Ok(()));
+        let e = h
+            .command(
+                &["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()],
+                t,
+            )
+            .unwrap_err();
+        assert!(e.contains("exit status: 3") && e.contains("broken"), "{e}");
+        let e = h
+            .command(&["sleep".into(), "10".into()], Duration::from_millis(300))
+            .unwrap_err();
+        assert!(e.contains("killed"), "{e}");
+        let e = h.command(&["/nonexistent/check".into()], t).unwrap_err();
+        assert!(e.contains("cannot run"), "{e}");
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building, testing and the demo need.
+# Idempotent: does nothing when every package is present. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  gcc libc6-dev pkg-config   # the zstd crate builds its C library
+  grub-common                # grub-editenv: grubenv compatibility tests
+  squashfs-tools erofs-utils e2fsprogs   # filesystems built from directories
+  util-linux mount           # losetup, mount: loop-device slots
+  time bc                    # /usr/bin/time, bc: benchmarks
+  curl ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  [[ $p == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "deps: cargo not found: install a Rust toolchain (https://rustup.rs) and run again" >&2
+  exit 1
+fi

@@ -102,7 +102,10 @@ fn scan_image(
         .map_err(|e| BundleError::io(path.display().to_string(), e))?
         .len();
     if size == 0 {
-        return Err(BundleError::Build(format!("{}: image is empty", path.display())));
+        return Err(BundleError::Build(format!(
+            "{}: image is empty",
+            path.display()
+        )));
     }
     let mut buf = vec![0u8; opts.chunk_size as usize];
     let mut whole = Sha256::new();
@@ -184,7 +187,8 @@ fn write_image(
     progress: Progress<'_>,
 ) -> Result<(), BundleError> {
     let path = &input.path;
-    let changed = || BundleError::Build(format!("{}: file changed during the build", path.display()));
+    let changed =
+        || BundleError::Build(format!("{}: file changed during the build", path.display()));
     let mut f = File::open(path).map_err(|e| BundleError::io(path.display().to_string(), e))?;
     let mut buf = vec![0u8; opts.chunk_size as usize];
     let mut index = Vec::new();
@@ -247,7 +251,11 @@ pub fn sign_manifest(manifest_bytes: &[u8], keys: &[SigningKey]) -> Vec<Signatur
         .collect()
 }
 
-fn check_options(opts: &BuildOptions, images: &[ImageInput], keys: &[SigningKey]) -> Result<(), BundleError> {
+fn check_options(
+    opts: &BuildOptions,
+    images: &[ImageInput],
+    keys: &[SigningKey],
+) -> Result<(), BundleError> {
     let bad = |s: String| Err(BundleError::Build(s));
     if images.is_empty() {
         return bad("a bundle needs at least one image".into());
@@ -270,7 +278,10 @@ fn check_options(opts: &BuildOptions, images: &[ImageInput], keys: &[SigningKey]
 /// Temporary sibling of `out`, renamed over it when complete (nothing half-written is
 /// left under the final name).
 fn temp_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     out.with_file_name(name)
 }
@@ -334,7 +345,11 @@ pub fn build(
 /// Adds signatures (`replace = false`; a key that already signed is signed again) or
 /// replaces all of them (`replace = true`), rewriting the bundle through a temporary file.
 /// The manifest and payload bytes are not changed.
-pub fn resign(path: &Path, keys: &[SigningKey], replace: bool) -> Result<Vec<SignatureEntry>, BundleError> {
+pub fn resign(
+    path: &Path,
+    keys: &[SigningKey],
+    replace: bool,
+) -> Result<Vec<SignatureEntry>, BundleError> {
     if keys.is_empty() {
         return Err(BundleError::Build("no signing key given".into()));
     }
@@ -364,11 +379,13 @@ pub fn resign(path: &Path, keys: &[SigningKey], replace: bool) -> Result<Vec<Sig
     drop(bundle);
     let tmp = temp_path(path);
     let result = (|| {
-        let mut input = File::open(path).map_err(|e| BundleError::io(path.display().to_string(), e))?;
+        let mut input =
+            File::open(path).map_err(|e| BundleError::io(path.display().to_string(), e))?;
         input
             .seek(SeekFrom::Start(old_payload))
             .map_err(|e| BundleError::io(path.display().to_string(), e))?;
-        let mut out = File::create(&tmp).map_err(|e| BundleError::io(tmp.display().to_string(), e))?;
+        let mut out =
+            File::create(&tmp).map_err(|e| BundleError::io(tmp.display().to_string(), e))?;
         out.write_all(&head)
             .map_err(|e| BundleError::io(tmp.display().to_string(), e))?;
         let copied = std::io::copy(&mut input.take(payload_len), &mut out)
@@ -398,5 +415,5 @@ pub fn head_len(manifest_len: usize, signatures: usize) -> u64 {
         signature_count: signatures as u32,
     }
     .payload_offset()
-        .max(HEADER_LEN as u64)
+    .max(HEADER_LEN as u64)
 }

@@ -18,7 +18,9 @@ pub enum BundleError {
         source: std::io::Error,
     },
     /// The bundle ends before a region it declares.
-    #[error("bundle is truncated: {what} needs bytes up to offset {needed}, but the bundle has {len}")]
+    #[error(
+        "bundle is truncated: {what} needs bytes up to offset {needed}, but the bundle has {len}"
+    )]
     Truncated {
         /// The region that does not fit.
         what: String,
@@ -28,7 +30,9 @@ pub enum BundleError {
         len: u64,
     },
     /// The bundle is longer than its manifest says.
-    #[error("bundle has {extra} unexpected trailing bytes after the payload (ends at offset {end})")]
+    #[error(
+        "bundle has {extra} unexpected trailing bytes after the payload (ends at offset {end})"
+    )]
     TrailingData {
         /// Where the payload ends.
         end: u64,
@@ -77,7 +81,9 @@ pub enum BundleError {
     #[error("bundle is not signed")]
     Unsigned,
     /// A signature by a trusted key does not match the manifest: tampering or corruption.
-    #[error("signature by trusted key {key_id} does not verify: the manifest or signature was modified")]
+    #[error(
+        "signature by trusted key {key_id} does not verify: the manifest or signature was modified"
+    )]
     BadSignature {
         /// The signer.
         key_id: KeyId,

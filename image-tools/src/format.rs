@@ -93,7 +93,10 @@ impl Header {
 
     /// Offset of the payload: the end of the signatures rounded up to 4 KiB.
     pub fn payload_offset(&self) -> u64 {
-        align_up(self.signatures_offset() + self.signatures_len(), PAYLOAD_ALIGN)
+        align_up(
+            self.signatures_offset() + self.signatures_len(),
+            PAYLOAD_ALIGN,
+        )
     }
 
     /// Encodes the header.

@@ -52,7 +52,8 @@ pub fn public_key_pem(key: &VerifyingKey) -> Result<String, BundleError> {
 }
 
 fn read_small(path: &Path) -> Result<String, BundleError> {
-    let meta = std::fs::metadata(path).map_err(|e| BundleError::io(path.display().to_string(), e))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| BundleError::io(path.display().to_string(), e))?;
     if meta.len() > MAX_KEY_FILE {
         return Err(BundleError::Key {
             path: path.into(),
@@ -90,7 +91,10 @@ impl Keyring {
     /// A keyring of the given keys (the path is only used in messages).
     pub fn from_keys(keys: impl IntoIterator<Item = (VerifyingKey, PathBuf)>) -> Keyring {
         Keyring {
-            keys: keys.into_iter().map(|(k, p)| (key_id(&k), (k, p))).collect(),
+            keys: keys
+                .into_iter()
+                .map(|(k, p)| (key_id(&k), (k, p)))
+                .collect(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! This crate does no device I/O. Readers are generic over a [`source::ByteSource`];
 //! every length read from a bundle is bounded before anything is allocated, and the
 //! signature over the manifest bytes is verified before the manifest is parsed. The byte
-//! layout is specified in [`format`] and in `docs/bundle-format.md`.
+//! layout is specified in [`mod@format`] and in `docs/bundle-format.md`.
 #![forbid(unsafe_code)]
 
 pub mod builder;
@@ -14,7 +14,6 @@ pub mod format;
 pub mod keys;
 pub mod logger;
 pub mod manifest;
-pub mod progress;
 pub mod reader;
 pub mod source;
 pub mod timefmt;
@@ -25,7 +24,7 @@ pub use format::KeyId;
 pub use keys::Keyring;
 pub use manifest::{Compression, Manifest};
 pub use reader::{Bundle, VerifyPolicy};
+pub mod cli;
 pub mod command;
 pub mod mkfs;
 pub mod progress;
-pub mod cli;

@@ -121,7 +121,9 @@ impl Image {
     /// Uncompressed length of chunk `i`.
     pub fn chunk_len(&self, i: usize) -> u64 {
         let start = i as u64 * u64::from(self.chunk_size);
-        self.size.saturating_sub(start).min(u64::from(self.chunk_size))
+        self.size
+            .saturating_sub(start)
+            .min(u64::from(self.chunk_size))
     }
 
     /// Offset of chunk `i` within the image.
@@ -325,17 +327,27 @@ mod tests {
             ("no images", Box::new(|m| m.images.clear())),
             ("class", Box::new(|m| m.images[0].class = "a b".into())),
             ("chunk size", Box::new(|m| m.images[0].chunk_size = 1000)),
-            ("huge chunk", Box::new(|m| m.images[0].chunk_size = u32::MAX)),
-            ("chunk count", Box::new(|m| {
-                m.images[0].chunks.pop();
-            })),
+            (
+                "huge chunk",
+                Box::new(|m| m.images[0].chunk_size = u32::MAX),
+            ),
+            (
+                "chunk count",
+                Box::new(|m| {
+                    m.images[0].chunks.pop();
+                }),
+            ),
             ("gap", Box::new(|m| m.images[0].chunks[1].offset = 5000)),
-            ("stored size", Box::new(|m| m.images[0].chunks[2].stored_size = 1)),
+            (
+                "stored size",
+                Box::new(|m| m.images[0].chunks[2].stored_size = 1),
+            ),
             ("payload size", Box::new(|m| m.payload_size = 1 << 40)),
             ("huge size", Box::new(|m| m.images[0].size = u64::MAX)),
-            ("zstd without stored hash", Box::new(|m| {
-                m.images[0].compression = Compression::Zstd
-            })),
+            (
+                "zstd without stored hash",
+                Box::new(|m| m.images[0].compression = Compression::Zstd),
+            ),
         ];
         for (name, f) in cases {
             let mut m = sample();

@@ -58,8 +58,8 @@ enum Sink {
 /// Reports progress and events in the chosen [`ProgressMode`].
 pub struct Reporter {
     sink: Sink,
-    out: Box<dyn Write>,
-    err: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
+    err: Box<dyn Write + Send>,
     throttle: Throttle,
     /// Phase name and start time, for the rate and ETA of the bar.
     phase_start: Option<(String, Instant, u64)>,
@@ -87,10 +87,18 @@ impl Reporter {
             ProgressMode::Auto | ProgressMode::Quiet => Sink::Quiet,
             ProgressMode::Json => Sink::Json,
         };
-        Reporter::with_writers(sink, Box::new(std::io::stdout()), Box::new(std::io::stderr()))
+        Reporter::with_writers(
+            sink,
+            Box::new(std::io::stdout()),
+            Box::new(std::io::stderr()),
+        )
     }
 
-    fn with_writers(sink: Sink, out: Box<dyn Write>, err: Box<dyn Write>) -> Reporter {
+    fn with_writers(
+        sink: Sink,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+    ) -> Reporter {
         let throttle = match sink {
             Sink::Json => Throttle::new(JSON_INTERVAL, true),
             Sink::Bar | Sink::Quiet => Throttle::new(BAR_INTERVAL, false),
@@ -128,10 +136,7 @@ impl Reporter {
         }
         match self.sink {
             Sink::Json => {
-                let line = json_line(
-                    "progress",
-                    &serde_json::json!({ "phase": phase, "done": done, "total": total }),
-                );
+                let line = progress_line(phase, done, total);
                 self.write_out(&line);
             }
             Sink::Bar => {
@@ -196,6 +201,15 @@ impl Drop for Reporter {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The JSON progress line, fields in a fixed order:
+/// `{"v":1,"event":"progress","phase":"write","done":N,"total":N}`.
+fn progress_line(phase: &str, done: u64, total: u64) -> String {
+    format!(
+        "{{\"v\":{JSON_SCHEMA_VERSION},\"event\":\"progress\",\"phase\":{},\"done\":{done},\"total\":{total}}}",
+        serde_json::Value::from(phase)
+    )
 }
 
 /// Builds one JSON line: `{"v":1,"event":...}` followed by the fields of `fields` (keys
@@ -367,9 +381,12 @@ mod tests {
     #[test]
     fn bar_shows_fill_percent_rate_and_eta() {
         let total = 1u64 << 30;
-        let done = total / 100 * 42;
+        let done = total * 42 / 100 + 1;
         let line = render_bar("write", done, total, Duration::from_secs(1));
-        assert!(line.starts_with("write [############..................]  42%  "), "{line}");
+        assert!(
+            line.starts_with("write [############..................]  42%  "),
+            "{line}"
+        );
         assert!(line.contains(" / 1.0 GiB  "), "{line}");
         assert!(line.contains(" MiB/s  ETA 0:02"), "{line}");
         // No rate before the phase has run a little.
@@ -377,7 +394,10 @@ mod tests {
         assert!(!line.contains("/s"), "{line}");
         // Complete: full bar, no ETA.
         let line = render_bar("verify", 100, 100, Duration::from_secs(1));
-        assert!(line.contains(&format!("[{}] 100%", "#".repeat(BAR_WIDTH))), "{line}");
+        assert!(
+            line.contains(&format!("[{}] 100%", "#".repeat(BAR_WIDTH))),
+            "{line}"
+        );
         assert!(!line.contains("ETA"), "{line}");
         // Degenerate totals do not panic.
         assert!(render_bar("x", 5, 0, Duration::from_secs(1)).contains("100%"));
@@ -389,13 +409,28 @@ mod tests {
         let mut t = Throttle::new(BAR_INTERVAL, false);
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        assert!(t.should_emit("write", 1, 1000, ms(0)), "first update of a phase");
+        assert!(
+            t.should_emit("write", 1, 1000, ms(0)),
+            "first update of a phase"
+        );
         assert!(!t.should_emit("write", 2, 1000, ms(50)));
-        assert!(!t.should_emit("write", 500, 1000, ms(99)), "no 1 % steps for the bar");
+        assert!(
+            !t.should_emit("write", 500, 1000, ms(99)),
+            "no 1 % steps for the bar"
+        );
         assert!(t.should_emit("write", 501, 1000, ms(100)));
-        assert!(t.should_emit("write", 1000, 1000, ms(101)), "always the last one");
-        assert!(!t.should_emit("write", 1000, 1000, ms(102)), "but only once");
-        assert!(t.should_emit("verify", 1, 1000, ms(103)), "a new phase shows at once");
+        assert!(
+            t.should_emit("write", 1000, 1000, ms(101)),
+            "always the last one"
+        );
+        assert!(
+            !t.should_emit("write", 1000, 1000, ms(102)),
+            "but only once"
+        );
+        assert!(
+            t.should_emit("verify", 1, 1000, ms(103)),
+            "a new phase shows at once"
+        );
         // Many updates in one second: at most ~10 are shown.
         let shown = (0..1000u64)
             .filter(|&i| t.should_emit("read-back", i + 1, 10_000, ms(200 + i)))
@@ -409,11 +444,20 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         assert!(t.should_emit("write", 0, 10_000, ms(0)));
-        assert!(!t.should_emit("write", 50, 10_000, ms(10)), "half a percent, too soon");
+        assert!(
+            !t.should_emit("write", 50, 10_000, ms(10)),
+            "half a percent, too soon"
+        );
         assert!(t.should_emit("write", 100, 10_000, ms(20)), "a 1 % step");
         assert!(!t.should_emit("write", 150, 10_000, ms(500)));
-        assert!(t.should_emit("write", 160, 10_000, ms(1020)), "a second passed");
-        assert!(t.should_emit("write", 10_000, 10_000, ms(1021)), "done == total");
+        assert!(
+            t.should_emit("write", 160, 10_000, ms(1020)),
+            "a second passed"
+        );
+        assert!(
+            t.should_emit("write", 10_000, 10_000, ms(1021)),
+            "done == total"
+        );
         // A fast phase of a million updates prints about a hundred lines.
         let shown = (1..=1_000_000u64)
             .filter(|&i| t.should_emit("verify", i, 1_000_000, ms(2000)))
@@ -443,7 +487,8 @@ mod tests {
     #[test]
     fn json_mode_prints_versioned_lines() {
         let (out, err) = (Captured::default(), Captured::default());
-        let mut r = Reporter::with_writers(Sink::Json, Box::new(out.clone()), Box::new(err.clone()));
+        let mut r =
+            Reporter::with_writers(Sink::Json, Box::new(out.clone()), Box::new(err.clone()));
         assert!(r.is_json());
         r.update("write", 0, 4);
         r.update("write", 4, 4);
@@ -455,8 +500,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                r#"{"v":1,"event":"progress","done":0,"phase":"write","total":4}"#,
-                r#"{"v":1,"event":"progress","done":4,"phase":"write","total":4}"#,
+                r#"{"v":1,"event":"progress","phase":"write","done":0,"total":4}"#,
+                r#"{"v":1,"event":"progress","phase":"write","done":4,"total":4}"#,
                 r#"{"v":1,"event":"done","size":4}"#,
                 r#"{"v":1,"event":"note","value":"text"}"#,
             ]
@@ -484,7 +529,8 @@ mod tests {
     #[test]
     fn quiet_mode_prints_nothing() {
         let (out, err) = (Captured::default(), Captured::default());
-        let mut r = Reporter::with_writers(Sink::Quiet, Box::new(out.clone()), Box::new(err.clone()));
+        let mut r =
+            Reporter::with_writers(Sink::Quiet, Box::new(out.clone()), Box::new(err.clone()));
         r.update("scan", 1, 2);
         r.event("done", serde_json::json!({}));
         r.finish();

@@ -162,7 +162,11 @@ pub fn verify_signatures(
 impl<S: ByteSource> Bundle<S> {
     /// Opens a bundle and verifies it: header, then signatures against `keyring`, then the
     /// manifest is parsed and validated, then the total length is checked (when known).
-    pub fn open(mut source: S, keyring: &Keyring, policy: &VerifyPolicy) -> Result<Self, BundleError> {
+    pub fn open(
+        mut source: S,
+        keyring: &Keyring,
+        policy: &VerifyPolicy,
+    ) -> Result<Self, BundleError> {
         let (header, signatures, manifest_bytes) = read_head(&mut source)?;
         let report = verify_signatures(&manifest_bytes, &signatures, keyring, policy)?;
         Self::finish(source, header, signatures, manifest_bytes, report, true)
@@ -386,11 +390,15 @@ impl<S: ByteSource> Bundle<S> {
     }
 
     /// Checks every chunk, every image hash and every block index of the payload.
+    /// `progress` receives uncompressed image bytes checked and their total.
     pub fn verify_payload(
         &mut self,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), BundleError> {
-        let total = self.manifest.payload_size;
+        // Uncompressed bytes, as counted below (payload_size counts stored bytes, which
+        // differ from them when chunks are compressed). No overflow: validate() ties each size
+        // to its listed chunks, and a manifest of at most 64 MiB lists well under 2^24 of them.
+        let total: u64 = self.manifest.images.iter().map(|i| i.size).sum();
         let mut done = 0u64;
         for i in 0..self.manifest.images.len() {
             self.stream_image(i, &mut |_, data| {

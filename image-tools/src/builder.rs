@@ -286,6 +286,17 @@ fn temp_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// Makes a rename into `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<(), BundleError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BundleError::io(format!("syncing directory {}", dir.display()), e))
+}
+
 /// Builds a bundle at `out`. Signing keys may be empty (an unsigned bundle, to be signed
 /// later with [`resign`]).
 pub fn build(
@@ -328,7 +339,8 @@ pub fn build(
             .map_err(|e| BundleError::io(tmp.display().to_string(), e.into_error()))?;
         file.sync_all()
             .map_err(|e| BundleError::io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, out).map_err(|e| BundleError::io(out.display().to_string(), e))
+        std::fs::rename(&tmp, out).map_err(|e| BundleError::io(out.display().to_string(), e))?;
+        sync_parent(out)
     })();
     if result.is_err() {
         // Best effort: the temporary file is useless after a failure.
@@ -399,7 +411,8 @@ pub fn resign(
         }
         out.sync_all()
             .map_err(|e| BundleError::io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| BundleError::io(path.display().to_string(), e))
+        std::fs::rename(&tmp, path).map_err(|e| BundleError::io(path.display().to_string(), e))?;
+        sync_parent(path)
     })();
     if result.is_err() {
         std::fs::remove_file(&tmp).ok();

@@ -178,6 +178,9 @@ impl Manifest {
         }
         let mut cursor: u64 = 0;
         for (n, img) in self.images.iter().enumerate() {
+            if self.images[..n].iter().any(|o| o.class == img.class) {
+                return bad(format!("image {n}: class {:?} appears twice", img.class));
+            }
             if !valid_class(&img.class) {
                 return bad(format!(
                     "image {n}: class {:?} must be 1 to 64 of [A-Za-z0-9_-]",
@@ -220,6 +223,11 @@ impl Manifest {
                             return bad(format!(
                                 "image {n} chunk {i}: stored size {} differs from chunk length {raw}",
                                 c.stored_size
+                            ));
+                        }
+                        if c.stored_sha256.is_some() {
+                            return bad(format!(
+                                "image {n} chunk {i}: stored_sha256 on an uncompressed chunk"
                             ));
                         }
                     }
@@ -344,6 +352,17 @@ mod tests {
             ),
             ("payload size", Box::new(|m| m.payload_size = 1 << 40)),
             ("huge size", Box::new(|m| m.images[0].size = u64::MAX)),
+            (
+                "duplicate class",
+                Box::new(|m| {
+                    let dup = m.images[0].clone();
+                    m.images.push(dup);
+                }),
+            ),
+            (
+                "stored hash on raw chunk",
+                Box::new(|m| m.images[0].chunks[0].stored_sha256 = Some(Sha256Digest::default())),
+            ),
             (
                 "zstd without stored hash",
                 Box::new(|m| m.images[0].compression = Compression::Zstd),

@@ -242,6 +242,10 @@ fn open_target(
             b.device.display()
         );
     }
+    let dev = env
+        .devices
+        .open(&slot.device)
+        .with_context(|| format!("slot {}", slot.name))?;
     if let Some(mp) = env.devices.mounted_at(&slot.device)? {
         bail!(
             "refusing to write slot {}: its device {} is mounted at {}",
@@ -250,10 +254,7 @@ fn open_target(
             mp.display()
         );
     }
-    let dev = env
-        .devices
-        .open(&slot.device)
-        .with_context(|| format!("slot {}", slot.name))?;
+
     let img = &manifest.images[t.image];
     if img.size > dev.size() {
         bail!(

@@ -183,6 +183,8 @@ pub struct Fixture {
     pub compatible: String,
     /// `min-signatures`, if set.
     pub min_signatures: Option<u32>,
+    /// TOML appended to the config (e.g. a `[health]` section).
+    pub extra_config: String,
     booted: String,
     counter: Cell<u32>,
 }
@@ -250,6 +252,7 @@ impl Fixture {
             slots,
             compatible: COMPATIBLE.to_string(),
             min_signatures: None,
+            extra_config: String::new(),
             booted: String::new(),
             counter: Cell::new(0),
         };
@@ -310,6 +313,7 @@ impl Fixture {
         if let Some(n) = self.min_signatures {
             cfg.push_str(&format!("min-signatures = {n}\n"));
         }
+        cfg.push_str(&self.extra_config);
         for s in &self.slots {
             cfg.push_str(&format!(
                 "\n[[slot.{CLASS}]]\ndevice = \"{}\"\nbootname = \"{}\"\n",

@@ -1,0 +1,194 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Boot assessment on files: install, a modelled boot, `flipslot health`, and what the
+//! next boot sees. The bootloader here is a model of the reference boot script (walk
+//! ORDER, first slot with OK=1 and TRY=0 wins, set its TRY=1); the QEMU rig runs the real
+//! GRUB with the real script.
+
+mod support;
+
+use flipslot::bootloader::grubenv::GrubEnv;
+use support::{expect_success, stdout, Fixture};
+
+/// One boot by the reference script's rules. Returns the bootname booted, if any.
+fn grub_boot(f: &mut Fixture) -> Option<String> {
+    let path = f.grubenv_path();
+    let block = std::fs::read(&path).unwrap();
+    let mut env = GrubEnv::parse(&block).unwrap();
+    let order: Vec<String> = env
+        .get("ORDER")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let chosen = order.into_iter().find(|bn| {
+        env.get(&format!("{bn}_OK")) == Some("1") && env.get(&format!("{bn}_TRY")) == Some("0")
+    })?;
+    env.set(&format!("{chosen}_TRY"), "1").unwrap();
+    std::fs::write(&path, env.encode(block.len()).unwrap()).unwrap();
+    f.set_booted(&chosen);
+    Some(chosen)
+}
+
+fn with_check(argv: &[&str]) -> Fixture {
+    let mut f = Fixture::new();
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    f.extra_config = format!(
+        "\n[health]\ndeadline-seconds = 20\n[[health.command]]\nargv = [{}]\ntimeout-seconds = 5\n",
+        argv.join(", ")
+    );
+    f.write_config();
+    f
+}
+
+fn health(f: &Fixture) -> (bool, serde_json::Value) {
+    let out = f.run(["health", "--no-reboot", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("health --json: {e}: {}", support::stderr(&out)));
+    (out.status.success(), v)
+}
+
+fn install_new_version(f: &Fixture) {
+    let bundle = f.bundle("2.0.0", &support::pseudo_random(300_000, 5));
+    expect_success(&f.install(&bundle, &[]));
+}
+
+#[test]
+fn a_trial_that_passes_is_committed() {
+    let mut f = with_check(&["true"]);
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    assert_eq!(v["boot"], "routine");
+    assert_eq!(
+        f.var("A_TRY").as_deref(),
+        Some("0"),
+        "routine boot re-armed"
+    );
+
+    install_new_version(&f);
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.var("B_TRY").as_deref(), Some("1"));
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    assert_eq!(v["boot"], "trial");
+    assert_eq!(v["action"], "committed");
+    assert_eq!(f.var("B_OK").as_deref(), Some("1"));
+    assert_eq!(f.var("B_TRY").as_deref(), Some("0"));
+    assert!(f.record("B").unwrap().trial.committed_at.is_some());
+    // The next boot stays on B, and it is now a routine boot.
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    let (_, v) = health(&f);
+    assert_eq!(v["boot"], "routine");
+    let s = f.status_json();
+    assert_eq!(s["booted"], "rootfs.1");
+    assert_eq!(s["primary"], "rootfs.1");
+    assert!(s["last_rollback"].is_null(), "{s}");
+}
+
+#[test]
+fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
+    let mut f = with_check(&["false"]);
+    // The factory slot A boots routinely even though the check fails: it is kept.
+    grub_boot(&mut f);
+    let (ok, v) = health(&f);
+    assert!(!ok);
+    assert_eq!(v["action"], "kept");
+    install_new_version(&f);
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    let (ok, v) = health(&f);
+    assert!(!ok, "a failed trial must exit non-zero");
+    assert_eq!(v["action"], "fallback");
+    assert_eq!(f.var("B_OK").as_deref(), Some("0"));
+    let reason = v["verdict"]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("command false"), "{reason}");
+    // The bootloader now picks A.
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    let (_, v) = health(&f);
+    assert_eq!(v["rollbacks"][0]["from_slot"], "rootfs.1");
+    assert_eq!(v["rollbacks"][0]["reason"], reason.as_str());
+    let s = f.status_json();
+    assert_eq!(s["booted"], "rootfs.0");
+    assert_eq!(s["last_rollback"]["from_slot"], "rootfs.1");
+    assert_eq!(s["last_rollback"]["from_version"], "2.0.0");
+    assert_eq!(s["last_rollback"]["to_slot"], "rootfs.0");
+    assert_eq!(s["last_rollback"]["reason"], reason.as_str());
+    let text = stdout(&f.run(["status"]));
+    assert!(
+        text.contains("rollback:   from rootfs.1 (2.0.0) to rootfs.0"),
+        "{text}"
+    );
+    // Recorded once: another boot of A reports no new rollback.
+    grub_boot(&mut f);
+    let (_, v) = health(&f);
+    assert_eq!(v["rollbacks"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_trial_that_never_reaches_the_check_is_rolled_back_by_the_bootloader() {
+    let mut f = with_check(&["true"]);
+    install_new_version(&f);
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    // B panics: no health run. The next boot skips B (TRY=1).
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    let reason = v["rollbacks"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("never reached the health check"),
+        "{reason}"
+    );
+    assert_eq!(
+        f.var("B_OK").as_deref(),
+        Some("0"),
+        "failed trial marked bad"
+    );
+    assert_eq!(f.status_json()["last_rollback"]["from_slot"], "rootfs.1");
+}
+
+#[test]
+fn rollback_switches_to_the_other_good_slot_and_refuses_a_bad_one() {
+    let mut f = with_check(&["true"]);
+    install_new_version(&f);
+    grub_boot(&mut f);
+    health(&f);
+    let out = f.run(["rollback", "--json"]);
+    expect_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["to_slot"], "rootfs.0");
+    assert_eq!(f.primary().as_deref(), Some("A"));
+    assert!(f.status_json()["last_rollback"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("operator"));
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    // From A, B is still good: rolling "back" to B works; after marking B bad it does not.
+    expect_success(&f.run(["mark-bad", "B"]));
+    let out = f.run(["rollback"]);
+    assert!(!out.status.success());
+    assert!(
+        support::stderr(&out).contains("marked bad"),
+        "{}",
+        support::stderr(&out)
+    );
+}
+
+#[test]
+fn not_booted_from_a_slot_is_nothing_to_do() {
+    let f = with_check(&["false"]);
+    std::fs::write(f.cmdline_path(), "root=/dev/nfs ip=dhcp\n").unwrap();
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    assert_eq!(v["boot"], "not-from-slot");
+    assert!(v["verdict"].is_null());
+}
+
+#[test]
+fn an_invalid_health_section_is_named() {
+    let mut f = Fixture::new();
+    f.extra_config = "\n[health]\n[[health.command]]\nargv = []\n".into();
+    f.write_config();
+    let out = f.run(["health"]);
+    assert!(!out.status.success());
+    let err = support::stderr(&out);
+    assert!(err.contains("health.command[0].argv"), "{err}");
+}

@@ -26,5 +26,6 @@ pub use manifest::{Compression, Manifest};
 pub use reader::{Bundle, VerifyPolicy};
 pub mod cli;
 pub mod command;
+pub mod disk;
 pub mod mkfs;
 pub mod progress;

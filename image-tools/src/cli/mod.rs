@@ -5,6 +5,7 @@
 //! chain, which names the bundle or file concerned), 2 for a command line clap rejects.
 
 mod build;
+mod disk;
 mod extract;
 mod info;
 mod keygen;
@@ -65,6 +66,8 @@ enum Command {
     /// Write one image of a verified bundle to a file
     #[command(long_about = extract::LONG_ABOUT)]
     Extract(extract::ExtractArgs),
+    /// Build a bootable A/B GPT disk image (x86_64 UEFI, GRUB) from a layout and a bundle
+    Disk(disk::DiskArgs),
 }
 
 /// Parses the process's arguments and runs the subcommand. `--help`, `--version` and
@@ -98,6 +101,7 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&a),
         Command::Info(a) => info::run(&a),
         Command::Extract(a) => extract::run(&a),
+        Command::Disk(a) => disk::run(a),
     }
 }
 

@@ -9,6 +9,9 @@ packages=(
   squashfs-tools erofs-utils e2fsprogs   # filesystems built from directories
   util-linux mount           # losetup, mount: loop-device slots
   time bc                    # /usr/bin/time, bc: benchmarks
+  gdisk mtools dosfstools grub-efi-amd64-bin   # flipslot-image disk
+  qemu-system-x86 ovmf busybox-static cpio kmod   # the QEMU rig
+  nginx openssl              # network install tests
   curl ca-certificates
 )
 

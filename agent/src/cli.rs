@@ -2,12 +2,14 @@
 //! is one call into [`crate::ops`].
 
 use crate::install::InstallOptions;
+use crate::net::{HttpOptions, RetryPolicy, StallPolicy};
 use crate::ops::{self, Agent, Mark};
 use crate::paths::{self, Root};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flipslot_image::progress::{ProgressMode, Reporter};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// flipslot: installs signed images into the inactive A/B slot and manages which slot boots.
 #[derive(Debug, Parser)]
@@ -43,7 +45,7 @@ pub enum Command {
     /// writes every chunk after checking its hash, reads the slot back, records the result
     /// in the status file, then makes the slot primary for the next boot.
     Install {
-        /// The bundle file (.fsb).
+        /// The bundle file (.fsb), or an http:// or https:// URL to stream it from.
         bundle: PathBuf,
         /// Install even if the bundle is older than the booted slot's version.
         #[arg(long)]
@@ -58,6 +60,9 @@ pub enum Command {
         /// Progress as JSON lines and a final JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// Options for a bundle URL.
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Assess this boot (run once per boot by flipslot-health.service).
     ///
@@ -94,6 +99,102 @@ pub enum Command {
     MarkActive(MarkArgs),
 }
 
+/// How `install` reaches a bundle URL (see docs/network-install.md).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Bundle URL options")]
+pub struct HttpArgs {
+    /// PEM file of CA certificates to trust in addition to the system store.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --client-key).
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Extra request header, e.g. a device token (repeatable; the value is never shown).
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// File of extra request headers, one `Name: value` a line (keeps secrets out of the
+    /// process list; `#` starts a comment line).
+    #[arg(long, value_name = "PATH")]
+    pub header_file: Option<PathBuf>,
+    /// Longest wait for a TCP connection, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+    /// A download that receives fewer than --stall-min-bytes in this many seconds of
+    /// waiting is resumed on a new connection.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub stall_timeout: Duration,
+    /// See --stall-timeout.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub stall_min_bytes: u64,
+    /// Consecutive failed attempts without progress before the install gives up.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_retries: u32,
+}
+
+impl HttpArgs {
+    /// Whether an option that only a URL can use was given.
+    fn any_url_only(&self) -> bool {
+        self.ca_file.is_some()
+            || self.client_cert.is_some()
+            || !self.headers.is_empty()
+            || self.header_file.is_some()
+    }
+
+    /// The options, with `--header-file` read.
+    pub fn to_options(&self) -> Result<HttpOptions> {
+        let mut headers = Vec::new();
+        if let Some(path) = &self.header_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read header file {}", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                // The line is not echoed: it may hold a secret.
+                let h = crate::net::headers::parse_header_line(line).map_err(|e| {
+                    anyhow::anyhow!("header file {} line {}: {e}", path.display(), i + 1)
+                })?;
+                headers.push(h);
+            }
+        }
+        headers.extend(self.headers.iter().cloned());
+        Ok(HttpOptions {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            headers,
+            connect_timeout: Some(self.connect_timeout),
+            stall: StallPolicy {
+                window: self.stall_timeout,
+                min_bytes: self.stall_min_bytes,
+            },
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                ..RetryPolicy::default()
+            },
+        })
+    }
+}
+
+fn parse_header(s: &str) -> std::result::Result<(String, String), String> {
+    crate::net::headers::parse_header_line(s)
+}
+
+fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.001..=86_400.0).contains(&v) {
+        return Err("expected between 0.001 and 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 /// Arguments of the mark commands.
 #[derive(Debug, clap::Args)]
 pub struct MarkArgs {
@@ -128,6 +229,7 @@ pub fn run() -> Result<()> {
             no_read_back,
             buffered_io,
             json,
+            http,
         } => {
             agent.direct_io = !buffered_io;
             let mut progress = Reporter::new(if json {
@@ -140,7 +242,17 @@ pub fn run() -> Result<()> {
                 read_back: !no_read_back,
             };
             let started = std::time::Instant::now();
-            let out = ops::install_file(&agent, &bundle, &opts, &mut progress);
+            let url = bundle.to_str().filter(|b| crate::net::is_url(b));
+            if url.is_none() && http.any_url_only() {
+                bail!("--ca-file, --client-cert, --header and --header-file need a bundle URL");
+            }
+            let out = match url {
+                Some(url) => {
+                    let http_opts = http.to_options()?;
+                    ops::install_url(&agent, url, &http_opts, &opts, &mut progress)
+                }
+                None => ops::install_file(&agent, &bundle, &opts, &mut progress),
+            };
             progress.finish();
             let out = out?;
             if json {

@@ -167,6 +167,7 @@ pub fn install<S: ByteSource + Send>(
         );
     }
     status.save(&env.status_path)?;
+    crate::failpoint::hit("install-after-mark-bad");
 
     // Step 2: write and verify.
     let mut images = Vec::new();
@@ -190,6 +191,7 @@ pub fn install<S: ByteSource + Send>(
         }
     }
 
+    crate::failpoint::hit("install-before-record");
     // Step 3: record success.
     let finished = env.clock.now_unix();
     for img in &images {
@@ -202,6 +204,7 @@ pub fn install<S: ByteSource + Send>(
     }
     status.save(&env.status_path)?;
 
+    crate::failpoint::hit("install-before-activate");
     // Step 4: try it at the next boot.
     env.bootloader
         .mark_active(&boot_target.bootname)

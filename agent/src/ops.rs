@@ -7,12 +7,13 @@ use crate::cmdline;
 use crate::config::{Slot, SystemConfig};
 use crate::device::HostDevices;
 use crate::install::{self, InstallEnv, InstallOptions, InstallOutcome};
+use crate::net::{HttpOptions, HttpSource};
 use crate::paths::{self, Root};
 use crate::slots::{self, FsResolver};
 use crate::status::{RollbackRecord, SlotRecord, StatusFile};
 use anyhow::{bail, Context, Result};
 use flipslot_image::progress::Reporter;
-use flipslot_image::source::FileSource;
+use flipslot_image::source::{ByteSource, FileSource};
 use flipslot_image::Keyring;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -222,6 +223,30 @@ pub fn install_file(
     let _lock = agent.lock()?;
     let source = FileSource::open(bundle)
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
+    install_source(agent, source, opts, progress)
+}
+
+/// Installs a bundle from an `http://` or `https://` URL, holding the install lock. The
+/// bundle is streamed with range requests (see [`crate::net::http`]); nothing is stored.
+pub fn install_url(
+    agent: &Agent,
+    url: &str,
+    http: &HttpOptions,
+    opts: &InstallOptions,
+    progress: &mut Reporter,
+) -> Result<InstallOutcome> {
+    let _lock = agent.lock()?;
+    let source = HttpSource::open(url, http).context("cannot open bundle")?;
+    install_source(agent, source, opts, progress)
+}
+
+/// The install pipeline over any source; the caller holds the lock.
+fn install_source<S: ByteSource + Send>(
+    agent: &Agent,
+    source: S,
+    opts: &InstallOptions,
+    progress: &mut Reporter,
+) -> Result<InstallOutcome> {
     let keyring_path = agent.root.resolve(&agent.cfg.keyring);
     let keyring = Keyring::load(&keyring_path)
         .with_context(|| format!("cannot load keyring {}", keyring_path.display()))?;
@@ -421,6 +446,7 @@ pub fn health(agent: &Agent, env: &HealthEnv<'_>) -> Result<HealthOutcome> {
                 rec.trial.health_failure = v.reason.clone();
             }
             status.save(&status_path)?;
+            crate::failpoint::hit("health-before-mark-bad");
             bl.mark_bad(&b.bootname)
                 .with_context(|| format!("cannot mark slot {} bad", b.name))?;
             out.action = "fallback";

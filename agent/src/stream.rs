@@ -106,6 +106,9 @@ pub fn write_image<S: ByteSource + Send>(
             })?;
             pos += len as u64;
             progress(pos, total);
+            if pos >= total / 2 && pos - (len as u64) < total / 2 {
+                crate::failpoint::hit("install-mid-write");
+            }
             Ok(())
         },
     )?;

@@ -234,3 +234,10 @@ pub fn reboot(root: &crate::paths::Root) -> io::Result<()> {
         Err(e) => Err(io::Error::from(e)),
     }
 }
+
+/// Powers the machine off immediately, without syncing: a simulated power cut for
+/// failpoints in test VMs.
+pub fn power_cut() {
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    eprintln!("flipslot: power cut failed: {e}");
+}

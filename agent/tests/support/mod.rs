@@ -8,7 +8,9 @@
 // Each test crate uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod faultproxy;
 pub mod loopdev;
+pub mod nginx;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@ pub mod builder;
 pub mod digest;
 pub mod error;
 pub mod format;
+pub mod grubenv;
 pub mod keys;
 pub mod logger;
 pub mod manifest;

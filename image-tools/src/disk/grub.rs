@@ -50,56 +50,28 @@ pub fn initial_env(layout: &Layout) -> Vec<(String, String)> {
     vars
 }
 
-/// Encodes a GRUB environment block as `grub-editenv` writes it: the header, one
-/// `name=value\n` line per variable, then `#` up to 1024 bytes. Names and values must not
-/// contain `=` (names), newlines or backslashes (which GRUB would escape).
+/// Encodes a GRUB environment block as `grub-editenv` writes it (the shared codec in
+/// [`crate::grubenv`]): the header, one `name=value\n` line per variable, `#` padding.
 pub fn grubenv_block(vars: &[(String, String)]) -> Result<Vec<u8>, DiskError> {
-    let mut block = GRUBENV_HEADER.as_bytes().to_vec();
+    let err = |e: crate::grubenv::GrubEnvError| DiskError::GrubEnv {
+        reason: e.to_string(),
+    };
+    let mut env = crate::grubenv::GrubEnv::new();
     for (name, value) in vars {
-        let bad = |s: &str| s.contains(['\n', '\\', '\r']);
-        if name.is_empty() || name.contains('=') || bad(name) || bad(value) {
-            return Err(DiskError::GrubEnv {
-                reason: format!("cannot store variable {name:?}={value:?}"),
-            });
-        }
-        block.extend_from_slice(format!("{name}={value}\n").as_bytes());
+        env.set(name, value).map_err(err)?;
     }
-    if block.len() > GRUBENV_SIZE {
-        return Err(DiskError::GrubEnv {
-            reason: format!(
-                "the variables need {} bytes, more than the {GRUBENV_SIZE} of a block",
-                block.len()
-            ),
-        });
-    }
-    block.resize(GRUBENV_SIZE, b'#');
-    Ok(block)
+    env.encode(GRUBENV_SIZE).map_err(err)
 }
 
-/// Parses a GRUB environment block into its variables, in order. Lines after the header that
-/// start with `#` are padding; escapes are not decoded (flipslot writes none).
+/// Parses a GRUB environment block into its variables, in order.
 pub fn parse_grubenv(block: &[u8]) -> Result<Vec<(String, String)>, DiskError> {
-    let err = |reason: &str| DiskError::GrubEnv {
-        reason: reason.to_string(),
-    };
-    let text = std::str::from_utf8(block).map_err(|_| err("the block is not UTF-8"))?;
-    let body = text
-        .strip_prefix(GRUBENV_HEADER)
-        .ok_or_else(|| err("missing header \"# GRUB Environment Block\""))?;
-    let mut vars = Vec::new();
-    for line in body.split_inclusive('\n') {
-        if line.starts_with('#') {
-            continue;
-        }
-        let line = line
-            .strip_suffix('\n')
-            .ok_or_else(|| err("a variable line is not terminated by a newline"))?;
-        let (name, value) = line
-            .split_once('=')
-            .ok_or_else(|| err("a variable line has no '='"))?;
-        vars.push((name.to_string(), value.to_string()));
-    }
-    Ok(vars)
+    let env = crate::grubenv::GrubEnv::parse(block).map_err(|e| DiskError::GrubEnv {
+        reason: e.to_string(),
+    })?;
+    Ok(env
+        .vars()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 /// Single-quotes a word for GRUB script (the caller guarantees it has no `'`).
@@ -253,7 +225,9 @@ mod tests {
     fn env_block_rejects_bad_input() {
         let v = |n: &str, val: &str| vec![(n.to_string(), val.to_string())];
         assert!(grubenv_block(&v("A=B", "1")).is_err());
-        assert!(grubenv_block(&v("A", "1\n")).is_err());
+        // Newlines and backslashes are escaped the way grub-editenv does, not refused.
+        let escaped = grubenv_block(&v("A", "1\n\\")).unwrap();
+        assert_eq!(parse_grubenv(&escaped).unwrap(), v("A", "1\n\\"));
         assert!(grubenv_block(&v("A", &"x".repeat(1000))).is_err());
         assert!(parse_grubenv(b"hello").is_err());
         assert!(parse_grubenv(b"# GRUB Environment Block\nA=1").is_err());

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod channel;
 pub mod digest;
 pub mod error;
 pub mod format;

@@ -5,6 +5,7 @@
 //! chain, which names the bundle or file concerned), 2 for a command line clap rejects.
 
 mod build;
+mod channel;
 mod disk;
 mod extract;
 mod info;
@@ -66,6 +67,12 @@ enum Command {
     /// Write one image of a verified bundle to a file
     #[command(long_about = extract::LONG_ABOUT)]
     Extract(extract::ExtractArgs),
+    /// Write a signed update channel file pointing at a bundle
+    #[command(long_about = channel::LONG_ABOUT)]
+    Channel(channel::ChannelArgs),
+    /// Verify a channel file as a device would
+    #[command(long_about = channel::LONG_ABOUT_VERIFY)]
+    ChannelVerify(channel::ChannelVerifyArgs),
     /// Build a bootable A/B GPT disk image (x86_64 UEFI, GRUB) from a layout and a bundle
     Disk(disk::DiskArgs),
 }
@@ -102,6 +109,8 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Info(a) => info::run(&a),
         Command::Extract(a) => extract::run(&a),
         Command::Disk(a) => disk::run(a),
+        Command::Channel(a) => channel::run(&a),
+        Command::ChannelVerify(a) => channel::run_verify(&a),
     }
 }
 

@@ -11,7 +11,7 @@
 //! Until step 4 the bootloader's choice of primary slot is untouched; the booted slot and
 //! its status record are never touched at all.
 
-use crate::bootloader::Bootloader;
+use crate::bootloader::{Bootloader, SlotBootState};
 use crate::clock::Clock;
 use crate::config::{Slot, SystemConfig};
 use crate::device::SlotDevices;
@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use flipslot_image::progress::Reporter;
 use flipslot_image::source::ByteSource;
 use flipslot_image::{Bundle, Keyring, VerifyPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Choices the caller makes.
@@ -32,6 +32,10 @@ pub struct InstallOptions {
     pub allow_downgrade: bool,
     /// Read the slot back after writing and compare with the image hash.
     pub read_back: bool,
+    /// Refuse the bundle unless its signed manifest has this SHA-256 (the daemon passes
+    /// the hash its signed channel names). Checked right after the signatures, before
+    /// anything is written.
+    pub expected_manifest_sha256: Option<flipslot_image::Sha256Digest>,
 }
 
 impl Default for InstallOptions {
@@ -39,6 +43,7 @@ impl Default for InstallOptions {
         InstallOptions {
             allow_downgrade: false,
             read_back: true,
+            expected_manifest_sha256: None,
         }
     }
 }
@@ -71,7 +76,7 @@ impl std::fmt::Debug for InstallEnv<'_> {
 }
 
 /// One image written.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstalledImage {
     /// Image class.
     pub class: String,
@@ -86,7 +91,7 @@ pub struct InstalledImage {
 }
 
 /// The result of a successful install.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstallOutcome {
     /// Bundle version.
     pub version: String,
@@ -118,8 +123,37 @@ pub fn install<S: ByteSource + Send>(
     };
     let mut bundle = Bundle::open(source, env.keyring, &policy)
         .with_context(|| format!("bundle {what} rejected"))?;
+    if let Some(want) = opts.expected_manifest_sha256 {
+        let got = bundle.manifest_sha256();
+        if got != want {
+            bail!(
+                "bundle {what} rejected: its manifest has sha256 {}, but {} was expected \
+                 (the channel names another bundle)",
+                got.to_hex(),
+                want.to_hex()
+            );
+        }
+    }
     let manifest = bundle.manifest().clone();
     let mut status = StatusFile::load(&env.status_path)?;
+    let booted_trying = match env.booted {
+        Some(b) => env.bootloader.slot_state(&b.bootname)? == SlotBootState::Trying,
+        None => false,
+    };
+    if let Some(b) = env.booted.filter(|_| booted_trying) {
+        if status.slots.get(&b.name).is_some_and(|r| {
+            r.result == InstallResult::Ok
+                && r.trial.committed_at.is_none()
+                && r.trial.rolled_back_at.is_none()
+        }) {
+            bail!(
+                "slot {} is on its trial boot and not committed yet; run `flipslot health` \
+                 (or `flipslot mark-good`) before installing another update, so the slot \
+                 that would be overwritten is not the only proven one",
+                b.name
+            );
+        }
+    }
     let targets = plan::plan(
         env.cfg,
         &manifest,
@@ -205,7 +239,14 @@ pub fn install<S: ByteSource + Send>(
     status.save(&env.status_path)?;
 
     crate::failpoint::hit("install-before-activate");
-    // Step 4: try it at the next boot.
+    // Step 4: try it at the next boot. The booted slot is the fallback: a routine boot
+    // whose health run has not reset its TRY flag yet gets it reset now, or a failed
+    // trial of the new slot would find nothing bootable.
+    if let Some(b) = env.booted.filter(|_| booted_trying) {
+        env.bootloader
+            .mark_good(&b.bootname)
+            .with_context(|| format!("cannot keep the booted slot {} as fallback", b.name))?;
+    }
     env.bootloader
         .mark_active(&boot_target.bootname)
         .with_context(|| format!("cannot make slot {} primary", boot_target.name))?;

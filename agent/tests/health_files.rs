@@ -192,3 +192,35 @@ fn an_invalid_health_section_is_named() {
     let err = support::stderr(&out);
     assert!(err.contains("health.command[0].argv"), "{err}");
 }
+
+#[test]
+fn an_update_during_an_uncommitted_trial_is_refused() {
+    let mut f = with_check(&["true"]);
+    install_new_version(&f);
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    // B runs its trial; before its health check, another update would overwrite A, the
+    // only proven slot.
+    let bundle = f.bundle("3.0.0", &support::pseudo_random(200_000, 9));
+    let before = f.slot_bytes("A");
+    let out = f.install(&bundle, &[]);
+    assert!(!out.status.success());
+    let err = support::stderr(&out);
+    assert!(err.contains("trial boot and not committed"), "{err}");
+    assert_eq!(f.slot_bytes("A"), before);
+    // After the commit it goes through.
+    health(&f);
+    expect_success(&f.install(&bundle, &[]));
+}
+
+#[test]
+fn an_install_keeps_the_booted_slot_as_fallback() {
+    let mut f = with_check(&["true"]);
+    // A routine boot whose health run has not happened yet: A_TRY=1.
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.var("A_TRY").as_deref(), Some("1"));
+    install_new_version(&f);
+    assert_eq!(f.var("A_TRY").as_deref(), Some("0"), "fallback re-armed");
+    // B fails to come up: the bootloader still finds A.
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+}

@@ -1,6 +1,7 @@
 //! The `flipslot` command line: argument parsing and output formatting. Every subcommand
 //! is one call into [`crate::ops`].
 
+use crate::daemon::client;
 use crate::install::InstallOptions;
 use crate::net::{HttpOptions, RetryPolicy, StallPolicy};
 use crate::ops::{self, Agent, Mark};
@@ -25,6 +26,9 @@ pub struct Cli {
     /// systems, tests).
     #[arg(long, global = true, value_name = "PATH")]
     pub cmdline_file: Option<PathBuf>,
+    /// The daemon's socket (default /run/flipslot/flipslot.sock under --root).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +42,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Read the state here even when a daemon runs.
+        #[arg(long)]
+        no_daemon: bool,
     },
     /// Install a bundle into the inactive slot and make the bootloader try it once.
     ///
@@ -60,6 +67,10 @@ pub enum Command {
         /// Progress as JSON lines and a final JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// Install from this process even when a daemon runs (by default a running
+        /// daemon does the install and this command shows its progress).
+        #[arg(long)]
+        no_daemon: bool,
         /// Options for a bundle URL.
         #[command(flatten)]
         http: HttpArgs,
@@ -79,6 +90,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the update daemon: poll the signed channel of the `[update]` config section,
+    /// install what it offers, reboot per policy, report, and serve the local socket API.
+    Daemon {
+        /// Poll once, act on it, print the result as JSON and exit (no socket).
+        #[arg(long)]
+        once: bool,
+        /// Run this program (no arguments, no shell) instead of rebooting (tests, custom
+        /// reboot flows).
+        #[arg(long, value_name = "PATH")]
+        reboot_command: Option<PathBuf>,
+    },
+    /// Ask the running daemon to poll its channel now and print the result.
+    Check,
     /// Make the other, still good slot primary so that the next boot runs it.
     Rollback {
         /// The slot to return to (default: the other slot of the booted class).
@@ -214,8 +238,24 @@ pub fn run() -> Result<()> {
         &cli.config,
         cli.cmdline_file.as_deref(),
     )?;
+    let socket = cli.socket.clone().unwrap_or_else(|| {
+        agent
+            .root
+            .resolve(std::path::Path::new(paths::DAEMON_SOCKET))
+    });
     match cli.command {
-        Command::Status { json } => {
+        Command::Status { json, no_daemon } => {
+            if !no_daemon {
+                if let Some(mut c) = client::connect(&socket) {
+                    let v = c.status(!json)?;
+                    if json {
+                        print_json(&v)?;
+                    } else {
+                        print!("{}", v["text"].as_str().unwrap_or_default());
+                    }
+                    return Ok(());
+                }
+            }
             let report = ops::status(&agent)?;
             if json {
                 print_json(&report)?;
@@ -229,8 +269,20 @@ pub fn run() -> Result<()> {
             no_read_back,
             buffered_io,
             json,
+            no_daemon,
             http,
         } => {
+            if !no_daemon && !http.any_url_only() {
+                if let Some(c) = client::connect(&socket) {
+                    let req = client::install_request(
+                        &bundle,
+                        allow_downgrade,
+                        !no_read_back,
+                        !buffered_io,
+                    )?;
+                    return install_via_daemon(c, &req, json);
+                }
+            }
             agent.direct_io = !buffered_io;
             let mut progress = Reporter::new(if json {
                 ProgressMode::Json
@@ -240,6 +292,7 @@ pub fn run() -> Result<()> {
             let opts = InstallOptions {
                 allow_downgrade,
                 read_back: !no_read_back,
+                ..InstallOptions::default()
             };
             let started = std::time::Instant::now();
             let url = bundle.to_str().filter(|b| crate::net::is_url(b));
@@ -292,6 +345,33 @@ pub fn run() -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Daemon {
+            once,
+            reboot_command,
+        } => {
+            crate::daemon::run(
+                agent,
+                crate::daemon::DaemonOptions {
+                    once,
+                    socket,
+                    reboot_command,
+                },
+            )?;
+        }
+        Command::Check => {
+            let mut c = client::connect(&socket)
+                .with_context(|| format!("no flipslot daemon listens on {}", socket.display()))?;
+            let v = c.check()?;
+            println!("{v}");
+            if v["event"] == "error" {
+                bail!(
+                    "{}",
+                    v["message"]
+                        .as_str()
+                        .unwrap_or("the daemon reported an error")
+                );
+            }
+        }
         Command::Rollback { to, reboot, json } => {
             let out = ops::rollback(&agent, to.as_deref(), &crate::clock::SystemClock)?;
             if json {
@@ -321,6 +401,36 @@ pub fn run() -> Result<()> {
         Command::MarkGood(a) => mark(&agent, a, Mark::Good)?,
         Command::MarkBad(a) => mark(&agent, a, Mark::Bad)?,
         Command::MarkActive(a) => mark(&agent, a, Mark::Active)?,
+    }
+    Ok(())
+}
+
+/// Lets the daemon install and shows its progress like a local install would.
+fn install_via_daemon(mut c: client::Client, req: &serde_json::Value, json: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut bar = Reporter::new(ProgressMode::Auto);
+    let done = c.install(req, &mut |line| {
+        if json {
+            println!("{line}");
+        } else if line["event"] == "progress" {
+            if let (Some(phase), Some(d), Some(t)) = (
+                line["phase"].as_str(),
+                line["done"].as_u64(),
+                line["total"].as_u64(),
+            ) {
+                bar.update(phase, d, t);
+            }
+        }
+    });
+    bar.finish();
+    let done = done?;
+    if !json {
+        let out: crate::install::InstallOutcome = serde_json::from_value(done)
+            .context("the daemon's done line is not an install outcome")?;
+        println!(
+            "{}",
+            crate::report::install_summary(&out, started.elapsed())
+        );
     }
     Ok(())
 }

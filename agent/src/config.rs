@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::config::{RawUpdateConfig, UpdateConfig};
 use crate::health::config::HealthConfig;
 use crate::paths::STATUS_FILE_NAME;
 
@@ -98,6 +99,8 @@ pub struct SystemConfig {
     pub slots: Vec<Slot>,
     /// Boot assessment checks (`[health]`).
     pub health: HealthConfig,
+    /// The update daemon's settings (`[update]`), if the section is present.
+    pub update: Option<UpdateConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +116,8 @@ struct RawConfig {
     slot: BTreeMap<String, Vec<RawSlot>>,
     #[serde(default)]
     health: HealthConfig,
+    #[serde(default)]
+    update: Option<RawUpdateConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +194,11 @@ impl SystemConfig {
 
         raw.health
             .validate()
+            .map_err(|(key, reason)| invalid(&key, reason))?;
+        let update = raw
+            .update
+            .map(|u| UpdateConfig::from_raw(u, &raw.data_directory))
+            .transpose()
             .map_err(|(key, reason)| invalid(&key, reason))?;
 
         if raw.slot.is_empty() {
@@ -268,6 +278,7 @@ impl SystemConfig {
             data_dir: raw.data_directory,
             slots,
             health: raw.health,
+            update,
         })
     }
 
@@ -493,6 +504,29 @@ bootname = "app-b"
     fn bad_class_name() {
         let e = err(&AB.replace("slot.rootfs", "slot.\"root.fs\""));
         assert!(e.contains("root.fs"), "{e}");
+    }
+
+    #[test]
+    fn update_section() {
+        assert_eq!(parse(AB).unwrap().update, None);
+        let text = AB.replacen(
+            "[[slot.rootfs]]",
+            "[update]\nchannel-url = \"https://u.example/c.json\"\nreboot = \"never\"\n\n[[slot.rootfs]]",
+            1,
+        );
+        let u = parse(&text).unwrap().update.unwrap();
+        assert_eq!(u.channel_url.as_deref(), Some("https://u.example/c.json"));
+        assert_eq!(
+            u.inhibit_files[1],
+            PathBuf::from("/var/lib/flipslot/inhibit")
+        );
+        let e = err(&text.replace("reboot = \"never\"", "reboot = \"window\""));
+        assert!(
+            e.contains("update.reboot-window") && e.contains(ORIGIN),
+            "{e}"
+        );
+        let e = err(&text.replace("reboot = \"never\"", "polling = 3"));
+        assert!(e.contains("polling"), "{e}");
     }
 
     #[test]

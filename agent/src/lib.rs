@@ -3,6 +3,7 @@ pub mod cli;
 pub mod clock;
 pub mod cmdline;
 pub mod config;
+pub mod daemon;
 pub mod device;
 pub mod failpoint;
 pub mod health;

@@ -22,6 +22,19 @@ pub const DEV_DISK_BY_UUID: &str = "/dev/disk/by-uuid";
 pub const STATUS_FILE_NAME: &str = "status.json";
 /// Name of the install lock file inside the configured data directory.
 pub const LOCK_FILE_NAME: &str = "install.lock";
+/// The daemon's runtime directory (systemd's `RuntimeDirectory=flipslot`).
+pub const RUN_DIR: &str = "/run/flipslot";
+/// The daemon's local API socket.
+pub const DAEMON_SOCKET: &str = "/run/flipslot/flipslot.sock";
+/// Name of an inhibit file (in [`RUN_DIR`] and in the data directory by default): while
+/// one exists the daemon starts no install and no reboot.
+pub const INHIBIT_FILE_NAME: &str = "inhibit";
+/// Name of the daemon's state file inside the configured data directory.
+pub const DAEMON_STATE_FILE_NAME: &str = "daemon.json";
+/// Name of the directory of queued reports inside the configured data directory.
+pub const REPORTS_DIR_NAME: &str = "reports";
+/// The machine ID (systemd's `machine-id(5)`).
+pub const MACHINE_ID: &str = "/etc/machine-id";
 
 /// The directory that stands for `/`: the real root on a host, a temp dir in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -94,6 +94,12 @@ impl Reporter {
         )
     }
 
+    /// A JSON-lines reporter writing to `out` instead of standard output (the daemon
+    /// streams the lines to a socket client, or reads them for its own reports).
+    pub fn json_to(out: Box<dyn Write + Send>) -> Reporter {
+        Reporter::with_writers(Sink::Json, out, Box::new(std::io::sink()))
+    }
+
     fn with_writers(
         sink: Sink,
         out: Box<dyn Write + Send>,

@@ -1,0 +1,784 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `flipslot daemon` end to end: a real nginx serves a signed channel and its bundle, a
+//! tiny collector records the report POSTs, and the daemon runs once (`--once`) or in the
+//! background (socket API). The reboot policy is `never`, or a reboot command that only
+//! writes a marker file: no test reboots the host.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flipslot::bootloader::grubenv::GrubEnv;
+use flipslot::status::{InstallResult, SlotRecord, StatusFile};
+use flipslot_image::channel::{sign_channel, Channel, ChannelBundle};
+use flipslot_image::source::FileSource;
+use flipslot_image::Bundle;
+use serde_json::Value;
+use support::nginx::{free_port, Nginx, NginxConfig};
+use support::{expect_success, pseudo_random, stderr, stdout, Fixture, TestKey, COMPATIBLE};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Records the JSON bodies POSTed to it, answering 200 (or 503 while `failing`).
+struct Collector {
+    port: u16,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    fn start_on(port: u16) -> Collector {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                let mut first = true;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if first {
+                        assert!(line.starts_with("POST "), "{line}");
+                        first = false;
+                    }
+                    let l = line.to_ascii_lowercase();
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                if first {
+                    continue;
+                }
+                let mut body = vec![0u8; len];
+                r.read_exact(&mut body).unwrap();
+                b.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .ok();
+            }
+        });
+        Collector { port, bodies }
+    }
+
+    fn start() -> Collector {
+        Collector::start_on(free_port())
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A device with `[update]` pointing at nginx, and the bundles it serves.
+struct Setup {
+    f: Fixture,
+    nginx: Nginx,
+    socket: PathBuf,
+    inhibit: PathBuf,
+}
+
+const MACHINE_ID: &str = "5f6d0c1e2b3a49788a7f6e5d4c3b2a19";
+
+fn setup(report_port: u16, extra: &str) -> Option<Setup> {
+    let nginx = Nginx::start(&NginxConfig::default())?;
+    let mut f = Fixture::new();
+    let p = f.path().to_path_buf();
+    std::fs::write(p.join("machine-id"), format!("{MACHINE_ID}\n")).unwrap();
+    f.extra_config = format!(
+        "\n[update]\nchannel-url = \"{}\"\nreport-url = \"http://127.0.0.1:{report_port}/report\"\n\
+         machine-id-file = \"{}\"\ninhibit-files = [\"{}\"]\npoll-interval-seconds = 3600\n{extra}\n",
+        nginx.url("stable.json"),
+        p.join("machine-id").display(),
+        p.join("inhibit").display(),
+    );
+    f.write_config();
+    // The booted slot A runs 1.0.0.
+    let mut st = StatusFile::default();
+    st.set_record(
+        "rootfs.0",
+        SlotRecord {
+            bundle_version: Some("1.0.0".into()),
+            compatible: COMPATIBLE.into(),
+            manifest_sha256: None,
+            image_sha256: None,
+            installed_at: Some(1),
+            result: InstallResult::Ok,
+            message: None,
+            trial: Default::default(),
+        },
+    );
+    st.save(&f.status_path()).unwrap();
+    Some(Setup {
+        socket: p.join("flipslot.sock"),
+        inhibit: p.join("inhibit"),
+        f,
+        nginx,
+    })
+}
+
+fn image(seed: u64) -> Vec<u8> {
+    pseudo_random((2 << 20) + 777, seed)
+}
+
+fn manifest_sha256(bundle: &Path) -> flipslot_image::Sha256Digest {
+    Bundle::open_unverified(FileSource::open(bundle).unwrap())
+        .unwrap()
+        .manifest_sha256()
+}
+
+/// One boot by the reference script's rules (as in health_files.rs): the first slot in
+/// ORDER with OK=1 and TRY=0 boots and gets TRY=1.
+fn grub_boot(f: &mut Fixture) -> Option<String> {
+    let path = f.grubenv_path();
+    let block = std::fs::read(&path).unwrap();
+    let mut env = GrubEnv::parse(&block).unwrap();
+    let order: Vec<String> = env
+        .get("ORDER")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let chosen = order.into_iter().find(|bn| {
+        env.get(&format!("{bn}_OK")) == Some("1") && env.get(&format!("{bn}_TRY")) == Some("0")
+    })?;
+    env.set(&format!("{chosen}_TRY"), "1").unwrap();
+    std::fs::write(&path, env.encode(block.len()).unwrap()).unwrap();
+    f.set_booted(&chosen);
+    Some(chosen)
+}
+
+/// Distinct modification times, so nginx's ETag changes with every publish.
+static MTIME: AtomicU64 = AtomicU64::new(0);
+
+struct ChannelSpec<'a> {
+    version: &'a str,
+    serial: u64,
+    bundle_url: String,
+    manifest_of: &'a Path,
+    size_of: &'a Path,
+    expires_at: u64,
+    rollout: u8,
+    key: &'a TestKey,
+}
+
+impl Setup {
+    /// Publishes a bundle as `name` and returns its URL.
+    fn publish_bundle(&self, bundle: &Path, name: &str) -> String {
+        self.nginx.publish(bundle, name);
+        self.nginx.url(name)
+    }
+
+    fn spec<'a>(
+        &'a self,
+        version: &'a str,
+        serial: u64,
+        bundle: &'a Path,
+        url: String,
+    ) -> ChannelSpec<'a> {
+        ChannelSpec {
+            version,
+            serial,
+            bundle_url: url,
+            manifest_of: bundle,
+            size_of: bundle,
+            expires_at: now() + 3600,
+            rollout: 100,
+            key: &self.f.trusted,
+        }
+    }
+
+    fn publish_channel(&self, c: &ChannelSpec<'_>) {
+        let ch = Channel {
+            format: 1,
+            name: "stable".into(),
+            compatible: COMPATIBLE.into(),
+            version: semver::Version::parse(c.version).unwrap(),
+            serial: c.serial,
+            issued_at: c.expires_at.min(now()) - 60,
+            expires_at: c.expires_at,
+            bundle: ChannelBundle {
+                urls: vec![c.bundle_url.clone()],
+                manifest_sha256: manifest_sha256(c.manifest_of),
+                size: std::fs::metadata(c.size_of).unwrap().len(),
+            },
+            rollout_percent: c.rollout,
+        };
+        let key = flipslot_image::keys::load_secret_key(&c.key.secret).unwrap();
+        let bytes = sign_channel(&ch, &[key]).unwrap();
+        let path = self.nginx.www().join("stable.json");
+        std::fs::write(&path, bytes).unwrap();
+        let bump = MTIME.fetch_add(1, Ordering::SeqCst) + 1;
+        let t = SystemTime::now() + Duration::from_secs(bump * 10);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flipslot"));
+        cmd.arg("--config")
+            .arg(self.f.config_path())
+            .arg("--cmdline-file")
+            .arg(self.f.cmdline_path())
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .env("FLIPSLOT_LOG", "info");
+        for v in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// `flipslot daemon --once`; returns the result line and the output.
+    fn once(&self, extra: &[&str]) -> (Value, Output) {
+        let mut args = vec!["daemon", "--once"];
+        args.extend(extra);
+        let out = self.run(&args);
+        let line = stdout(&out)
+            .lines()
+            .last()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .unwrap_or_else(|| panic!("no result line; stderr:\n{}", stderr(&out)));
+        (line, out)
+    }
+
+    fn queued(&self) -> Vec<(String, Value)> {
+        let dir = self.f.data_dir().join("reports");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The daemon refused or skipped without touching any slot, grubenv or status.json.
+fn assert_refused(
+    s: &Setup,
+    before: &support::Snapshot,
+    out: &(Value, Output),
+    outcome: &str,
+    phrase: &str,
+) {
+    let (line, o) = out;
+    assert_eq!(line["outcome"], outcome, "{line}\nstderr:\n{}", stderr(o));
+    let reason = line["reason"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        reason.contains(phrase),
+        "reason {reason:?} lacks {phrase:?}"
+    );
+    s.f.assert_nothing_written(before);
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn installs_a_newer_version_then_polls_with_304() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let img = image(1);
+    let bundle = s.f.bundle("2.0.0", &img);
+    let url = s.publish_bundle(&bundle, "b2.fsb");
+    s.publish_channel(&s.spec("2.0.0", 1, &bundle, url));
+    let before = s.f.snapshot();
+
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "installed", "{line}");
+    assert_eq!(line["staged"]["slot"], "rootfs.1");
+    assert!(s.f.slot_bytes("B")[..img.len()] == img[..]);
+    assert_eq!(s.f.primary().as_deref(), Some("B"));
+    s.f.assert_booted_intact(&before);
+    let st = s.f.status_json();
+    assert_eq!(st["primary"], "rootfs.1");
+
+    let names = c.names();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("checking"),
+        "{names:?}"
+    );
+    let tail: Vec<&str> = names
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["installed", "staged"], "{names:?}");
+    let pct: Vec<u64> = c
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "downloading")
+        .map(|e| e["percent"].as_u64().unwrap())
+        .collect();
+    assert!(
+        pct.len() >= 3 && pct.first() == Some(&0) && pct.last() == Some(&100),
+        "{pct:?}"
+    );
+    assert!(
+        pct.windows(2).all(|w| w[1] > w[0] && w[1] % 10 == 0),
+        "{pct:?}"
+    );
+    for e in c.events() {
+        assert_eq!(e["v"], 1);
+        assert_eq!(e["machine_id"], MACHINE_ID);
+        assert!(e["time"].as_u64().unwrap() >= now() - 600, "{e}");
+    }
+    let installed = c
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "installed")
+        .unwrap();
+    assert_eq!(installed["version"], "2.0.0");
+    assert_eq!(installed["slot"], "rootfs.1");
+    assert_eq!(
+        installed["manifest_sha256"],
+        manifest_sha256(&bundle).to_hex()
+    );
+    let staged = c
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "staged")
+        .unwrap();
+    assert_eq!(staged["reboot"], "never");
+
+    // The same channel again: a 304, nothing installed.
+    let status_before = std::fs::read(s.f.status_path()).unwrap();
+    let n = c.events().len();
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "unchanged", "{line}");
+    assert_eq!(std::fs::read(s.f.status_path()).unwrap(), status_before);
+    let later: Vec<String> = c.names()[n..].to_vec();
+    assert_eq!(later, ["checking"], "{later:?}");
+    assert!(stderr(&out).contains("304"), "{}", stderr(&out));
+
+    // After the reboot into B, `flipslot health` commits it; the daemon reports that.
+    let mut f = s.f;
+    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    let s = Setup { f, ..s };
+    expect_success(&s.run(&["health", "--no-reboot"]));
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "unchanged", "{line}");
+    let committed: Vec<Value> = c
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "committed")
+        .collect();
+    assert_eq!(committed.len(), 1, "{:?}", c.names());
+    assert_eq!(committed[0]["slot"], "rootfs.1");
+    assert_eq!(committed[0]["version"], "2.0.0");
+    // Reported once only.
+    s.once(&[]);
+    assert_eq!(c.names().iter().filter(|n| *n == "committed").count(), 1);
+}
+
+#[test]
+fn expired_channel_is_refused() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let bundle = s.f.bundle("2.0.0", &image(2));
+    let url = s.publish_bundle(&bundle, "b.fsb");
+    let mut spec = s.spec("2.0.0", 1, &bundle, url);
+    spec.expires_at = now() - 3600;
+    s.publish_channel(&spec);
+    let before = s.f.snapshot();
+    let out = s.once(&[]);
+    assert!(!out.1.status.success());
+    assert_refused(&s, &before, &out, "refused", "expired");
+    let failed = c
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "failed")
+        .unwrap();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("expired"),
+        "{failed}"
+    );
+}
+
+#[test]
+fn lower_serial_is_refused() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let b1 = s.f.bundle("1.0.0", &image(3));
+    let u1 = s.publish_bundle(&b1, "b1.fsb");
+    s.publish_channel(&s.spec("1.0.0", 5, &b1, u1));
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "skipped", "{line}");
+    assert!(
+        line["reason"].as_str().unwrap().contains("not newer"),
+        "{line}"
+    );
+
+    let b2 = s.f.bundle("2.0.0", &image(4));
+    let u2 = s.publish_bundle(&b2, "b2.fsb");
+    s.publish_channel(&s.spec("2.0.0", 4, &b2, u2));
+    let before = s.f.snapshot();
+    let out = s.once(&[]);
+    assert_refused(&s, &before, &out, "refused", "serial 4 is lower");
+}
+
+#[test]
+fn unknown_key_and_garbage_are_refused() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let bundle = s.f.bundle("2.0.0", &image(5));
+    let url = s.publish_bundle(&bundle, "b.fsb");
+    let rogue = s.f.new_key("rogue");
+    let mut spec = s.spec("2.0.0", 1, &bundle, url);
+    spec.key = &rogue;
+    s.publish_channel(&spec);
+    let before = s.f.snapshot();
+    let out = s.once(&[]);
+    assert_refused(&s, &before, &out, "refused", "untrusted key");
+
+    std::fs::write(
+        s.nginx.www().join("stable.json"),
+        b"{\"format\":1,\"payload\":\"{}\",\"signatures\":[]}",
+    )
+    .unwrap();
+    let out = s.once(&[]);
+    assert_refused(&s, &before, &out, "refused", "not signed");
+}
+
+#[test]
+fn manifest_hash_mismatch_is_refused_before_writing() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let served = s.f.bundle("2.0.0", &image(6));
+    let other = s.f.bundle("2.0.0", &image(7));
+    let url = s.publish_bundle(&served, "b.fsb");
+    let mut spec = s.spec("2.0.0", 1, &served, url);
+    spec.manifest_of = &other;
+    s.publish_channel(&spec);
+    let before = s.f.snapshot();
+    let out = s.once(&[]);
+    assert!(!out.1.status.success());
+    assert_refused(&s, &before, &out, "failed", "expected");
+    let failed = c
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "failed")
+        .unwrap();
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&manifest_sha256(&other).to_hex()),
+        "{failed}"
+    );
+    assert!(
+        !c.names().contains(&"downloading".to_string()),
+        "{:?}",
+        c.names()
+    );
+}
+
+#[test]
+fn zero_rollout_is_not_installed() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let bundle = s.f.bundle("2.0.0", &image(8));
+    let url = s.publish_bundle(&bundle, "b.fsb");
+    let mut spec = s.spec("2.0.0", 1, &bundle, url);
+    spec.rollout = 0;
+    s.publish_channel(&spec);
+    let before = s.f.snapshot();
+    let out = s.once(&[]);
+    expect_success(&out.1);
+    assert_refused(&s, &before, &out, "skipped", "rollout");
+}
+
+#[test]
+fn inhibit_file_holds_the_install_back() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    let img = image(9);
+    let bundle = s.f.bundle("2.0.0", &img);
+    let url = s.publish_bundle(&bundle, "b.fsb");
+    s.publish_channel(&s.spec("2.0.0", 1, &bundle, url));
+    std::fs::write(&s.inhibit, "maintenance").unwrap();
+    let before = s.f.snapshot();
+    let out = s.once(&[]);
+    expect_success(&out.1);
+    assert_refused(&s, &before, &out, "skipped", "inhibit");
+    // Gone: the same (unchanged) channel is installed at the next poll.
+    std::fs::remove_file(&s.inhibit).unwrap();
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "installed", "{line}");
+    assert!(s.f.slot_bytes("B")[..img.len()] == img[..]);
+}
+
+#[test]
+fn reports_are_queued_while_the_endpoint_is_down_then_flushed_in_order() {
+    let port = free_port();
+    let Some(s) = setup(port, "reboot = \"never\"") else {
+        return;
+    };
+    let bundle = s.f.bundle("2.0.0", &image(10));
+    let url = s.publish_bundle(&bundle, "b.fsb");
+    s.publish_channel(&s.spec("2.0.0", 1, &bundle, url));
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "installed", "{line}");
+    let queued = s.queued();
+    let names: Vec<&str> = queued
+        .iter()
+        .map(|(_, v)| v["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"checking"), "{names:?}");
+    assert_eq!(
+        &names[names.len() - 2..],
+        ["installed", "staged"],
+        "{names:?}"
+    );
+    assert_eq!(queued[0].0, "00000001.json");
+    assert!(!stderr(&out).contains("s3cret"));
+
+    let c = Collector::start_on(port);
+    let (line, out) = s.once(&[]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "unchanged", "{line}");
+    let got = c.events();
+    let expected: Vec<Value> = queued.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got[..expected.len()], expected[..]);
+    assert_eq!(got[expected.len()]["event"], "checking");
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn immediate_policy_reboots_through_the_reboot_command() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"immediate\"") else {
+        return;
+    };
+    let marker = s.f.path().join("rebooted");
+    let script = s.f.path().join("reboot.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho yes > {}\n", marker.display()),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&script, perm).unwrap();
+
+    let bundle = s.f.bundle("2.0.0", &image(11));
+    let url = s.publish_bundle(&bundle, "b.fsb");
+    s.publish_channel(&s.spec("2.0.0", 1, &bundle, url));
+    // Inhibited: installed nothing, no reboot.
+    std::fs::write(&s.inhibit, "").unwrap();
+    let script_s = script.display().to_string();
+    let (line, _) = s.once(&["--reboot-command", &script_s]);
+    assert_eq!(line["outcome"], "skipped", "{line}");
+    assert!(!marker.exists());
+    std::fs::remove_file(&s.inhibit).unwrap();
+    let (line, out) = s.once(&["--reboot-command", &script_s]);
+    expect_success(&out);
+    assert_eq!(line["outcome"], "installed", "{line}");
+    assert!(marker.exists(), "reboot command not run:\n{}", stderr(&out));
+    let names = c.names();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("rebooting"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"staged".to_string()), "{names:?}");
+}
+
+/// A daemon running in the background, stopped with SIGTERM on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+#[test]
+fn socket_api_serves_status_install_and_check() {
+    let c = Collector::start();
+    let Some(s) = setup(c.port, "reboot = \"never\"") else {
+        return;
+    };
+    // The channel offers the booted version: nothing to install.
+    let b1 = s.f.bundle("1.0.0", &image(12));
+    let u1 = s.publish_bundle(&b1, "b1.fsb");
+    s.publish_channel(&s.spec("1.0.0", 1, &b1, u1));
+    let local = s.f.status_json();
+
+    let log = std::fs::File::create(s.f.path().join("daemon.log")).unwrap();
+    let child = s
+        .cmd()
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let daemon = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.socket.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&s.socket).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // status through the socket equals the local one.
+    let out = s.run(&["status", "--json"]);
+    expect_success(&out);
+    assert!(
+        stderr(&out).contains("talking to the flipslot daemon"),
+        "{}",
+        stderr(&out)
+    );
+    let via: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(via, local);
+    let out = s.run(&["status"]);
+    expect_success(&out);
+    assert!(
+        stdout(&out).contains("booted:     rootfs.0 (A)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // check: polls now.
+    let out = s.run(&["check"]);
+    expect_success(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["outcome"] == "skipped" || v["outcome"] == "unchanged",
+        "{v}"
+    );
+
+    // install through the socket streams progress and ends with done.
+    let img = image(13);
+    let b2 = s.f.bundle("2.0.0", &img);
+    let out = s.run(&["install", "--json", b2.to_str().unwrap()]);
+    expect_success(&out);
+    assert!(
+        stderr(&out).contains("talking to the flipslot daemon"),
+        "{}",
+        stderr(&out)
+    );
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().all(|l| l["v"] == 1), "{lines:?}");
+    assert!(lines.iter().any(|l| l["event"] == "start"), "{lines:?}");
+    assert!(
+        lines.iter().filter(|l| l["event"] == "progress").count() >= 2,
+        "{lines:?}"
+    );
+    let done = lines.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["primary"], "rootfs.1");
+    assert!(s.f.slot_bytes("B")[..img.len()] == img[..]);
+    assert_eq!(s.f.primary().as_deref(), Some("B"));
+
+    // An install error comes back as the command's error.
+    let out = s.run(&["install", s.f.path().join("missing.fsb").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.fsb"), "{}", stderr(&out));
+
+    // --no-daemon works locally while the daemon runs.
+    let out = s.run(&["status", "--json", "--no-daemon"]);
+    expect_success(&out);
+    assert!(!stderr(&out).contains("talking to the flipslot daemon"));
+
+    drop(daemon);
+    assert!(!s.socket.exists(), "socket left behind");
+    // Without a daemon the CLI works locally.
+    let out = s.run(&["status", "--json"]);
+    expect_success(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["primary"], "rootfs.1");
+}

@@ -232,7 +232,12 @@ pub struct MarkArgs {
 
 /// Parses the arguments and runs the command.
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Paths given on the command line are relative to the working directory, not to
+    // --root (which only applies to the paths inside the config).
+    cli.config = absolute(&cli.config)?;
+    cli.cmdline_file = cli.cmdline_file.as_deref().map(absolute).transpose()?;
+    cli.socket = cli.socket.as_deref().map(absolute).transpose()?;
     let mut agent = Agent::load(
         Root::new(&cli.root),
         &cli.config,
@@ -449,6 +454,10 @@ fn mark(agent: &Agent, args: MarkArgs, how: Mark) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot resolve path {}", p.display()))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {

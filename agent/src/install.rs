@@ -327,22 +327,19 @@ fn write_and_check<S: ByteSource + Send>(
     })?;
     dev.sync()
         .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
-    let sha256 = if opts.read_back {
+    if opts.read_back {
         let phase = format!("read-back {}", t.slot.name);
-        let got = stream::hash_device(dev, img.size, &mut |d, n| progress.update(&phase, d, n))?;
-        if got != img.sha256 {
-            bail!(
-                "read-back of slot {} ({}) does not match the image: sha256 {} expected, {} read",
-                t.slot.name,
-                dev.path().display(),
-                img.sha256,
-                got
-            );
-        }
-        got
-    } else {
-        img.sha256
-    };
+        stream::verify_device(dev, &img, &mut |d, n| progress.update(&phase, d, n)).with_context(
+            || {
+                format!(
+                    "read-back of slot {} ({}) does not match the image",
+                    t.slot.name,
+                    dev.path().display()
+                )
+            },
+        )?;
+    }
+    let sha256 = img.sha256;
     Ok(InstalledImage {
         class: img.class.clone(),
         slot: t.slot.name.clone(),

@@ -3,7 +3,7 @@
 fn main() {
     flipslot_image::logger::init();
     if let Err(e) = flipslot::cli::run() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", flipslot_image::cli::error_chain(&e));
         std::process::exit(1);
     }
 }

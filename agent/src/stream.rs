@@ -5,15 +5,15 @@
 
 use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, Context, Result};
+use flipslot_image::manifest::Image;
 use flipslot_image::source::ByteSource;
 use flipslot_image::{Bundle, Sha256Digest};
-use sha2::{Digest, Sha256};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
 
 /// Buffers in flight per pipeline.
 const POOL: usize = 3;
-/// Read-back block size.
-const READ_BACK_BLOCK: usize = 4 << 20;
 
 type Filled = std::result::Result<(AlignedBuf, usize), anyhow::Error>;
 
@@ -118,23 +118,40 @@ pub fn write_image<S: ByteSource + Send>(
     Ok(())
 }
 
-/// Reads the first `len` bytes of `dev` back and returns their SHA-256.
-pub fn hash_device(
+/// Reads an image back from `dev` and checks every chunk against its SHA-256 in the
+/// signed manifest (which together fix the whole image hash). One thread reads with direct
+/// I/O while two hash, so read-back is not limited by one core's hashing speed. The first
+/// chunk that differs is named with its offset.
+pub fn verify_device(
     dev: &mut dyn SlotDevice,
-    len: u64,
+    img: &Image,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Sha256Digest> {
+) -> Result<()> {
+    const HASHERS: usize = 2;
     let dev_size = dev.size();
     let path = dev.path().to_path_buf();
-    let mut hasher = Sha256::new();
-    let mut done = 0u64;
-    pipeline(
-        READ_BACK_BLOCK,
-        |free, full| {
-            let mut off = 0u64;
-            while off < len {
-                let Ok(mut buf) = free.recv() else { return };
-                let want = (len - off).min(READ_BACK_BLOCK as u64) as usize;
+    let (full_tx, full_rx) =
+        sync_channel::<std::result::Result<(usize, AlignedBuf, usize), anyhow::Error>>(POOL);
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
+    for _ in 0..POOL {
+        free_tx
+            .send(AlignedBuf::new(img.chunk_size as usize))
+            .map_err(|_| anyhow!("buffer pool closed"))?;
+    }
+    let full_rx = Mutex::new(full_rx);
+    let stop = AtomicBool::new(false);
+    let (done_tx, done_rx) = channel::<Result<u64>>();
+    std::thread::scope(|s| {
+        let stop = &stop;
+        let full_rx = &full_rx;
+        s.spawn(move || {
+            for i in 0..img.chunks.len() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let off = img.chunk_image_offset(i);
+                let want = img.chunk_len(i) as usize;
                 // Read whole 4 KiB blocks where the device has them (direct I/O).
                 let padded = want.next_multiple_of(IO_ALIGN);
                 let read_len = if off + padded as u64 <= dev_size {
@@ -145,20 +162,153 @@ pub fn hash_device(
                 let msg = dev
                     .read_at(off, &mut buf.as_mut_slice()[..read_len])
                     .with_context(|| format!("reading back {} at offset {off}", path.display()))
-                    .map(|()| (buf, want));
+                    .map(|()| (i, buf, want));
                 let failed = msg.is_err();
-                if full.send(msg).is_err() || failed {
+                if full_tx.send(msg).is_err() || failed {
+                    stop.store(true, Ordering::Relaxed);
                     return;
                 }
-                off += want as u64;
             }
-        },
-        |buf, n| {
-            hasher.update(&buf.as_slice()[..n]);
-            done += n as u64;
-            progress(done, len);
+        });
+        for _ in 0..HASHERS {
+            let free_tx = free_tx.clone();
+            let done_tx = done_tx.clone();
+            s.spawn(move || loop {
+                // The lock is held only while waiting for the next buffer.
+                let msg = match full_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(msg) = msg else { return };
+                let outcome = match msg {
+                    Ok((i, buf, len)) => {
+                        let same = Sha256Digest::of(&buf.as_slice()[..len]) == img.chunks[i].sha256;
+                        // Never blocks: the pool holds at most POOL buffers.
+                        free_tx.send(buf).ok();
+                        if same {
+                            Ok(len as u64)
+                        } else {
+                            Err(anyhow!(
+                                "chunk {i} ({len} bytes at offset {}) differs from the image",
+                                img.chunk_image_offset(i)
+                            ))
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                if outcome.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                done_tx.send(outcome).ok();
+            });
+        }
+        drop(done_tx);
+        drop(free_tx);
+        let mut done = 0u64;
+        let mut first_err = None;
+        for r in done_rx {
+            match r {
+                Ok(n) => {
+                    done += n;
+                    progress(done, img.size);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None if done == img.size => Ok(()),
+            None => Err(anyhow!("read back {done} of {} bytes", img.size)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flipslot_image::builder::{build, BuildOptions, ImageInput};
+    use flipslot_image::source::FileSource;
+    use flipslot_image::{keys, Compression, Keyring, VerifyPolicy};
+    use std::path::{Path, PathBuf};
+
+    /// A slot in memory.
+    struct MemDevice {
+        data: Vec<u8>,
+        path: PathBuf,
+    }
+
+    impl SlotDevice for MemDevice {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+            let o = offset as usize;
+            self.data[o..o + buf.len()].copy_from_slice(buf);
             Ok(())
-        },
-    )?;
-    Ok(Sha256Digest::from(hasher))
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            let o = offset as usize;
+            buf.copy_from_slice(&self.data[o..o + buf.len()]);
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn path(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    #[test]
+    fn write_then_verify_and_detect_a_changed_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::generate().unwrap();
+        let image: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        std::fs::write(dir.path().join("img"), &image).unwrap();
+        let opts = BuildOptions {
+            compatible: "t".into(),
+            version: semver::Version::new(1, 0, 0),
+            build_time: 0,
+            description: None,
+            chunk_size: 65536,
+            compression: Compression::Zstd,
+            zstd_level: 3,
+            block_index: false,
+        };
+        let input = ImageInput {
+            class: "rootfs".into(),
+            path: dir.path().join("img"),
+        };
+        build(
+            &[input],
+            &opts,
+            std::slice::from_ref(&key),
+            &dir.path().join("b.fsb"),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        let ring = Keyring::from_keys([(key.verifying_key(), PathBuf::from("k"))]);
+        let src = FileSource::open(&dir.path().join("b.fsb")).unwrap();
+        let mut bundle = Bundle::open(src, &ring, &VerifyPolicy::default()).unwrap();
+        let mut dev = MemDevice {
+            data: vec![0xee; 300_000],
+            path: PathBuf::from("/dev/mem-slot"),
+        };
+        write_image(&mut bundle, 0, &mut dev, &mut |_, _| {}).unwrap();
+        assert_eq!(&dev.data[..image.len()], &image[..]);
+        let img = bundle.manifest().images[0].clone();
+        let mut seen = 0;
+        verify_device(&mut dev, &img, &mut |d, _| seen = d).unwrap();
+        assert_eq!(seen, image.len() as u64);
+        dev.data[2 * 65536 + 5] ^= 1;
+        let err = verify_device(&mut dev, &img, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chunk 2") && err.contains("offset 131072"),
+            "{err}"
+        );
+    }
 }

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flipslot::bootloader::grubenv::GrubEnv;
 use flipslot::status::{InstallResult, SlotRecord, StatusFile};
 use flipslot_image::channel::{sign_channel, Channel, ChannelBundle};
 use flipslot_image::source::FileSource;
@@ -151,27 +150,6 @@ fn manifest_sha256(bundle: &Path) -> flipslot_image::Sha256Digest {
     Bundle::open_unverified(FileSource::open(bundle).unwrap())
         .unwrap()
         .manifest_sha256()
-}
-
-/// One boot by the reference script's rules (as in health_files.rs): the first slot in
-/// ORDER with OK=1 and TRY=0 boots and gets TRY=1.
-fn grub_boot(f: &mut Fixture) -> Option<String> {
-    let path = f.grubenv_path();
-    let block = std::fs::read(&path).unwrap();
-    let mut env = GrubEnv::parse(&block).unwrap();
-    let order: Vec<String> = env
-        .get("ORDER")
-        .unwrap_or("")
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let chosen = order.into_iter().find(|bn| {
-        env.get(&format!("{bn}_OK")) == Some("1") && env.get(&format!("{bn}_TRY")) == Some("0")
-    })?;
-    env.set(&format!("{chosen}_TRY"), "1").unwrap();
-    std::fs::write(&path, env.encode(block.len()).unwrap()).unwrap();
-    f.set_booted(&chosen);
-    Some(chosen)
 }
 
 /// Distinct modification times, so nginx's ETag changes with every publish.
@@ -412,7 +390,7 @@ fn installs_a_newer_version_then_polls_with_304() {
 
     // After the reboot into B, `flipslot health` commits it; the daemon reports that.
     let mut f = s.f;
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
     let s = Setup { f, ..s };
     expect_success(&s.run(&["health", "--no-reboot"]));
     let (line, out) = s.once(&[]);

@@ -6,28 +6,7 @@
 
 mod support;
 
-use flipslot::bootloader::grubenv::GrubEnv;
 use support::{expect_success, stdout, Fixture};
-
-/// One boot by the reference script's rules. Returns the bootname booted, if any.
-fn grub_boot(f: &mut Fixture) -> Option<String> {
-    let path = f.grubenv_path();
-    let block = std::fs::read(&path).unwrap();
-    let mut env = GrubEnv::parse(&block).unwrap();
-    let order: Vec<String> = env
-        .get("ORDER")
-        .unwrap_or("")
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let chosen = order.into_iter().find(|bn| {
-        env.get(&format!("{bn}_OK")) == Some("1") && env.get(&format!("{bn}_TRY")) == Some("0")
-    })?;
-    env.set(&format!("{chosen}_TRY"), "1").unwrap();
-    std::fs::write(&path, env.encode(block.len()).unwrap()).unwrap();
-    f.set_booted(&chosen);
-    Some(chosen)
-}
 
 fn with_check(argv: &[&str]) -> Fixture {
     let mut f = Fixture::new();
@@ -55,7 +34,7 @@ fn install_new_version(f: &Fixture) {
 #[test]
 fn a_trial_that_passes_is_committed() {
     let mut f = with_check(&["true"]);
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.grub_boot().as_deref(), Some("A"));
     let (ok, v) = health(&f);
     assert!(ok, "{v}");
     assert_eq!(v["boot"], "routine");
@@ -66,7 +45,7 @@ fn a_trial_that_passes_is_committed() {
     );
 
     install_new_version(&f);
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
     assert_eq!(f.var("B_TRY").as_deref(), Some("1"));
     let (ok, v) = health(&f);
     assert!(ok, "{v}");
@@ -76,7 +55,7 @@ fn a_trial_that_passes_is_committed() {
     assert_eq!(f.var("B_TRY").as_deref(), Some("0"));
     assert!(f.record("B").unwrap().trial.committed_at.is_some());
     // The next boot stays on B, and it is now a routine boot.
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
     let (_, v) = health(&f);
     assert_eq!(v["boot"], "routine");
     let s = f.status_json();
@@ -89,12 +68,12 @@ fn a_trial_that_passes_is_committed() {
 fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
     let mut f = with_check(&["false"]);
     // The factory slot A boots routinely even though the check fails: it is kept.
-    grub_boot(&mut f);
+    f.grub_boot();
     let (ok, v) = health(&f);
     assert!(!ok);
     assert_eq!(v["action"], "kept");
     install_new_version(&f);
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
     let (ok, v) = health(&f);
     assert!(!ok, "a failed trial must exit non-zero");
     assert_eq!(v["action"], "fallback");
@@ -102,7 +81,7 @@ fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
     let reason = v["verdict"]["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("command false"), "{reason}");
     // The bootloader now picks A.
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.grub_boot().as_deref(), Some("A"));
     let (_, v) = health(&f);
     assert_eq!(v["rollbacks"][0]["from_slot"], "rootfs.1");
     assert_eq!(v["rollbacks"][0]["reason"], reason.as_str());
@@ -118,7 +97,7 @@ fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
         "{text}"
     );
     // Recorded once: another boot of A reports no new rollback.
-    grub_boot(&mut f);
+    f.grub_boot();
     let (_, v) = health(&f);
     assert_eq!(v["rollbacks"].as_array().unwrap().len(), 0);
 }
@@ -127,9 +106,9 @@ fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
 fn a_trial_that_never_reaches_the_check_is_rolled_back_by_the_bootloader() {
     let mut f = with_check(&["true"]);
     install_new_version(&f);
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
     // B panics: no health run. The next boot skips B (TRY=1).
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.grub_boot().as_deref(), Some("A"));
     let (ok, v) = health(&f);
     assert!(ok, "{v}");
     let reason = v["rollbacks"][0]["reason"].as_str().unwrap();
@@ -149,7 +128,7 @@ fn a_trial_that_never_reaches_the_check_is_rolled_back_by_the_bootloader() {
 fn rollback_switches_to_the_other_good_slot_and_refuses_a_bad_one() {
     let mut f = with_check(&["true"]);
     install_new_version(&f);
-    grub_boot(&mut f);
+    f.grub_boot();
     health(&f);
     let out = f.run(["rollback", "--json"]);
     expect_success(&out);
@@ -160,7 +139,7 @@ fn rollback_switches_to_the_other_good_slot_and_refuses_a_bad_one() {
         .as_str()
         .unwrap()
         .contains("operator"));
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.grub_boot().as_deref(), Some("A"));
     // From A, B is still good: rolling "back" to B works; after marking B bad it does not.
     expect_success(&f.run(["mark-bad", "B"]));
     let out = f.run(["rollback"]);
@@ -197,7 +176,7 @@ fn an_invalid_health_section_is_named() {
 fn an_update_during_an_uncommitted_trial_is_refused() {
     let mut f = with_check(&["true"]);
     install_new_version(&f);
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
     // B runs its trial; before its health check, another update would overwrite A, the
     // only proven slot.
     let bundle = f.bundle("3.0.0", &support::pseudo_random(200_000, 9));
@@ -216,11 +195,11 @@ fn an_update_during_an_uncommitted_trial_is_refused() {
 fn an_install_keeps_the_booted_slot_as_fallback() {
     let mut f = with_check(&["true"]);
     // A routine boot whose health run has not happened yet: A_TRY=1.
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.grub_boot().as_deref(), Some("A"));
     assert_eq!(f.var("A_TRY").as_deref(), Some("1"));
     install_new_version(&f);
     assert_eq!(f.var("A_TRY").as_deref(), Some("0"), "fallback re-armed");
     // B fails to come up: the bootloader still finds A.
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("B"));
-    assert_eq!(grub_boot(&mut f).as_deref(), Some("A"));
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
+    assert_eq!(f.grub_boot().as_deref(), Some("A"));
 }

@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod reader;
 pub mod source;
 pub mod timefmt;
+pub mod units;
 
 pub use digest::Sha256Digest;
 pub use error::BundleError;

@@ -336,6 +336,28 @@ impl Fixture {
         self.booted = bootname.to_string();
     }
 
+    /// One boot by the reference boot script's rules: the first slot in ORDER with OK=1
+    /// and TRY=0 boots and gets TRY=1 (saved). A model for tests on files; the QEMU rig
+    /// runs the real GRUB. Returns the bootname booted, if any.
+    pub fn grub_boot(&mut self) -> Option<String> {
+        let path = self.grubenv_path();
+        let block = std::fs::read(&path).unwrap();
+        let mut env = GrubEnv::parse(&block).unwrap();
+        let order: Vec<String> = env
+            .get("ORDER")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let chosen = order.into_iter().find(|bn| {
+            env.get(&format!("{bn}_OK")) == Some("1") && env.get(&format!("{bn}_TRY")) == Some("0")
+        })?;
+        env.set(&format!("{chosen}_TRY"), "1").unwrap();
+        std::fs::write(&path, env.encode(block.len()).unwrap()).unwrap();
+        self.set_booted(&chosen);
+        Some(chosen)
+    }
+
     /// The booted bootname.
     pub fn booted(&self) -> &str {
         &self.booted

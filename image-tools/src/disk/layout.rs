@@ -156,30 +156,7 @@ struct RawPartition {
     from: Option<String>,
 }
 
-/// Parses a size: bytes with an optional binary suffix K, M, G or T (also KiB, MiB, ...;
-/// case-insensitive).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let (num, suffix) = t.split_at(digits);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("{s:?} is not a size (a number with an optional K, M, G or T suffix)")
-    })?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        "t" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown size suffix {suffix:?} (use K, M, G or T)"
-            ))
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+pub use crate::units::parse_size;
 
 fn size_value(raw: &RawSize) -> Result<u64, String> {
     match raw {

@@ -58,6 +58,7 @@ role = "data"
 size = "16M"
 fs = "ext4"
 from = "dir"
+status-file = "flipslot/status.json"
 "#;
 
 /// Whether every tool is installed; panics under `CI=true` when one is not.
@@ -352,6 +353,20 @@ fn disk_image_is_complete_and_reproducible() {
         .run_stdout()
         .unwrap();
     assert_eq!(hello, "hello from the data partition\n");
+    // Next to it, the agent's status file records the factory image in slot A.
+    let status = Cmd::new("debugfs")
+        .arg("-R")
+        .arg("cat /flipslot/status.json")
+        .arg(&part)
+        .run_stdout()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let rec = &status["slots"]["rootfs.0"];
+    assert_eq!(status["format"], 1);
+    assert_eq!(rec["result"], "ok");
+    assert_eq!(rec["bundle_version"], summary.version.as_str());
+    assert!(rec["trial"]["committed_at"].is_u64(), "{status}");
+    assert!(status["slots"].get("rootfs.1").is_none());
     fs::remove_file(&part).unwrap();
 
     // A second build, later and to another name, is byte-identical; the image is sparse.
@@ -460,7 +475,6 @@ fn missing_grub_modules_name_the_package() {
 /// Boots the disk in QEMU (TCG, OVMF) with a slot whose "kernel" is not a kernel: GRUB must
 /// pick A, save A_TRY=1, fail to load it, reboot, find nothing bootable and halt.
 #[test]
-#[ignore = "boots QEMU twice under TCG (about 25 s): cargo test --test disk -- --ignored"]
 fn grub_counts_and_falls_through_in_qemu() {
     const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
     let layout = Layout::parse(&LAYOUT.replace("from = \"dir\"\n", ""), "t").unwrap();

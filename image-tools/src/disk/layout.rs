@@ -86,6 +86,11 @@ pub struct Partition {
     pub start: u64,
     /// Size in bytes.
     pub size: u64,
+    /// For an ext4 data partition: where (relative to its root) to write the agent's
+    /// status file recording the factory image in the first slot, e.g.
+    /// `flipslot/status.json` when the device mounts it at `/data` and its
+    /// `data-directory` is `/data/flipslot`.
+    pub status_file: Option<String>,
 }
 
 impl Partition {
@@ -154,6 +159,7 @@ struct RawPartition {
     bootname: Option<String>,
     fs: Option<String>,
     from: Option<String>,
+    status_file: Option<String>,
 }
 
 pub use crate::units::parse_size;
@@ -421,13 +427,45 @@ fn check_partition(p: &RawPartition, number: u32, default_start: u64) -> Result<
             ))
         }
     };
+    if let Some(f) = &p.status_file {
+        if !matches!(
+            role,
+            Role::Data {
+                fs: DataFs::Ext4 { .. }
+            }
+        ) {
+            return Err("status-file is only for ext4 data partitions".into());
+        }
+        if !valid_relative_path(f) {
+            return Err(format!(
+                "status-file {f:?} must be a relative path of A-Z a-z 0-9 . _ - components \
+                 (no \"..\"), e.g. \"flipslot/status.json\""
+            ));
+        }
+    }
     Ok(Partition {
         number,
         label: p.label.clone(),
         role,
         start,
         size,
+        status_file: p.status_file.clone(),
     })
+}
+
+/// Whether `p` is a relative path whose components are 1 to 255 of `A-Z a-z 0-9 . _ -`
+/// and not `.` or `..`.
+fn valid_relative_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 1024
+        && p.split('/').all(|c| {
+            !c.is_empty()
+                && c.len() <= 255
+                && c != "."
+                && c != ".."
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        })
 }
 
 /// Checks the partitions together: unique labels and bootnames, one ESP, at least one slot,

@@ -38,7 +38,15 @@
 //! size = "64M"
 //! fs = "ext4"                        # data: optional; "ext4" (default) or "none" (zeros)
 //! from = "dir"                       # data: optional; fill it from --data-dir
+//! status-file = "flipslot/status.json"  # data, ext4: optional; see below
 //! ```
+//!
+//! - `status-file`: writes the agent's status file at this path inside the data partition,
+//!   recording the first slot's factory image (version, hashes) as installed and committed,
+//!   so the agent knows what it boots from: downgrade checks and rollback records work from
+//!   the first boot. Point it at `<data-directory>/status.json` as the device sees it; the
+//!   slot is named `<class>.<index>` by its place among the layout's slots of its class, so
+//!   the device config must list its slots in the layout's order.
 //!
 //! - `kernel`, `initrd`: absolute paths of `A-Z a-z 0-9 / . _ + -` (they are written
 //!   unquoted into `grub.cfg`). GRUB reads them from the slot's filesystem: squashfs and
@@ -447,7 +455,29 @@ pub fn build_disk<S: ByteSource>(
                     } else {
                         None
                     };
-                    write_ext4(p, dir, &disk, &tmp, scratch.path(), &seed, timestamp)?;
+                    let status = p.status_file.as_deref().map(|f| {
+                        (
+                            f,
+                            factory_status(
+                                layout,
+                                &slot.label,
+                                &manifest,
+                                image_index,
+                                bundle.manifest_sha256(),
+                                timestamp,
+                            ),
+                        )
+                    });
+                    write_ext4(
+                        p,
+                        dir,
+                        status,
+                        &disk,
+                        &tmp,
+                        scratch.path(),
+                        &seed,
+                        timestamp,
+                    )?;
                     progress("data", p.size, p.size);
                     match dir {
                         Some(d) => format!("ext4 from {}", d.display()),
@@ -489,6 +519,46 @@ pub fn build_disk<S: ByteSource>(
         }
     }
     result
+}
+
+/// The agent's status file (format 1) recording the factory image in slot `slot_label` as
+/// installed and committed at `timestamp`, so the agent knows the version it boots from
+/// (downgrade checks, rollback records). The slot's name is `<class>.<index>` by its
+/// position among the layout's slots of its class: the device config must list the
+/// slots in the same order.
+fn factory_status(
+    layout: &Layout,
+    slot_label: &str,
+    manifest: &crate::Manifest,
+    image_index: usize,
+    manifest_sha256: crate::Sha256Digest,
+    timestamp: u64,
+) -> Vec<u8> {
+    let img = &manifest.images[image_index];
+    let index = layout
+        .slots()
+        .filter(|p| matches!(&p.role, Role::Slot { class, .. } if class == &img.class))
+        .position(|p| p.label == slot_label)
+        .unwrap_or(0);
+    let name = format!("{}.{index}", img.class);
+    let doc = serde_json::json!({
+        "format": 1,
+        "slots": {
+            name: {
+                "bundle_version": manifest.version.to_string(),
+                "compatible": manifest.compatible,
+                "manifest_sha256": manifest_sha256.to_hex(),
+                "image_sha256": img.sha256.to_hex(),
+                "installed_at": timestamp,
+                "result": "ok",
+                "message": "factory image written by flipslot-image disk",
+                "trial": { "committed_at": timestamp },
+            }
+        }
+    });
+    let mut text = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 fn unreachable_role<T>(layout: &Layout) -> Result<T, DiskError> {
@@ -582,23 +652,48 @@ fn write_esp(
 }
 
 /// Makes an ext4 filesystem of the partition's size (empty, or from `dir`) and copies it in.
+#[allow(clippy::too_many_arguments)] // one call site; the arguments are the build's state
 fn write_ext4(
     part: &Partition,
     dir: Option<&Path>,
+    status: Option<(&str, Vec<u8>)>,
     disk: &File,
     disk_path: &Path,
     scratch: &Path,
     seed: &[u8],
     timestamp: u64,
 ) -> Result<(), DiskError> {
-    let src = match dir {
-        Some(d) => d.to_path_buf(),
-        None => {
-            let empty = scratch.join(format!("empty-{}", part.number));
-            fs::create_dir(&empty).map_err(io_err("create", &empty))?;
-            fs::set_permissions(&empty, fs::Permissions::from_mode(0o755))
-                .map_err(io_err("set the mode of", &empty))?;
-            empty
+    let src = match (dir, &status) {
+        (Some(d), None) => d.to_path_buf(),
+        _ => {
+            // A staging copy: the --data-dir contents (if any) plus the status file.
+            let stage = scratch.join(format!("data-{}", part.number));
+            match dir {
+                Some(d) => {
+                    let mut from = d.as_os_str().to_owned();
+                    from.push("/.");
+                    fs::create_dir(&stage).map_err(io_err("create", &stage))?;
+                    crate::command::Cmd::new("cp")
+                        .arg("-a")
+                        .arg("--")
+                        .arg(&from)
+                        .arg(&stage)
+                        .run()?;
+                }
+                None => {
+                    fs::create_dir(&stage).map_err(io_err("create", &stage))?;
+                    fs::set_permissions(&stage, fs::Permissions::from_mode(0o755))
+                        .map_err(io_err("set the mode of", &stage))?;
+                }
+            }
+            if let Some((rel, bytes)) = &status {
+                let path = stage.join(rel);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                }
+                fs::write(&path, bytes).map_err(io_err("write", &path))?;
+            }
+            stage
         }
     };
     let image = scratch.join(format!("part-{}.ext4", part.number));

@@ -93,6 +93,21 @@ pub fn system_toml(compatible: &str) -> String {
     )
 }
 
+/// `[health]` for a rig guest's `system.toml` (append it to [`system_toml`]): one command
+/// check running `argv` (no shell), with a short deadline so a hanging check fails fast.
+pub fn health_section(argv: &[&str]) -> String {
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "\n[health]\n\
+         deadline-seconds = 60\n\
+         \n\
+         [[health.command]]\n\
+         argv = [{}]\n\
+         timeout-seconds = 20\n",
+        argv.join(", ")
+    )
+}
+
 /// What [`build_tree`] put in.
 #[derive(Debug, Clone)]
 pub struct TreeInfo {
@@ -234,6 +249,15 @@ mod tests {
         std::fs::write(&path, GUEST_INIT).unwrap();
         crate::cmd::run(std::process::Command::new("sh").arg("-n").arg(&path)).unwrap();
         assert!(GUEST_INIT.contains("FLIPSLOT-BOOTED slot="));
+    }
+
+    #[test]
+    fn health_section_appends_a_command_check() {
+        let t = system_toml("qemu-x86") + &health_section(&["test", "-e", "/etc/ready"]);
+        assert!(t.ends_with(
+            "[[health.command]]\nargv = [\"test\", \"-e\", \"/etc/ready\"]\ntimeout-seconds = 20\n"
+        ));
+        assert!(t.contains("\n[health]\ndeadline-seconds = 60\n"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ role = "data"
 size = "64M"
 fs = "ext4"
 from = "dir"
+# The agent's data-directory is /data/flipslot: the factory slot A gets its record.
+status-file = "flipslot/status.json"
 "#;
 
 /// A signing key pair made by `flipslot-image keygen`.
@@ -218,10 +220,23 @@ pub fn guest_bundle(
     keys: &KeyPair,
     version: &str,
 ) -> anyhow::Result<GuestBundle> {
+    guest_bundle_spec(tool, work, keys, GuestSpec::new(version), version)
+}
+
+/// Like [`guest_bundle`] for any `spec` (its agent is replaced by the static agent and
+/// `keys.public` is added to its keyring): builds the tree `work/rootfs-<name>` and the
+/// bundle `work/system-<name>.fsb` of version `spec.version`, signed with `keys.secret`.
+pub fn guest_bundle_spec(
+    tool: &ImageTool,
+    work: &Path,
+    keys: &KeyPair,
+    mut spec: GuestSpec,
+    name: &str,
+) -> anyhow::Result<GuestBundle> {
     let mut timings = Vec::new();
     let mut t = Instant::now();
-    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, Duration)>| {
-        timings.push((name, t.elapsed()));
+    let mut lap = |step: &'static str, timings: &mut Vec<(&'static str, Duration)>| {
+        timings.push((step, t.elapsed()));
         t = Instant::now();
     };
     let kernel = kernel::debian_kernel()?;
@@ -229,15 +244,20 @@ pub fn guest_bundle(
     let agent = cargo_build::static_agent()?;
     lap("static agent (cargo)", &mut timings);
 
-    let tree = work.join(format!("rootfs-{version}"));
-    let mut spec = GuestSpec::new(version);
+    let tree = work.join(format!("rootfs-{name}"));
     spec.public_keys.push(keys.public.clone());
     spec.agent = guest::Agent::Binary(agent);
     let info = guest::build_tree(&spec, &kernel, &tree)?;
     lap("guest tree + initramfs", &mut timings);
 
-    let bundle = work.join(format!("system-{version}.fsb"));
-    tool.bundle(&tree, &spec.compatible, version, &keys.secret, &bundle)?;
+    let bundle = work.join(format!("system-{name}.fsb"));
+    tool.bundle(
+        &tree,
+        &spec.compatible,
+        &spec.version,
+        &keys.secret,
+        &bundle,
+    )?;
     lap("bundle (flipslot-image build)", &mut timings);
     Ok(GuestBundle {
         bundle,

@@ -347,6 +347,12 @@ impl Vm {
         Ok(())
     }
 
+    /// QEMU's exit status if it has exited, without waiting (for callers that stream the
+    /// serial log themselves; they must enforce their own deadline, or use [`Vm::wait_exit`]).
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.poll_exit()
+    }
+
     /// QEMU's exit status, once it has exited.
     fn poll_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
         if let Some(status) = self.exit {

@@ -117,6 +117,139 @@ pub fn failures(serial: &str) -> Vec<String> {
         .collect()
 }
 
+/// Shell functions for scenario scripts (put them first in a script): they print what the
+/// host parses with [`json_lines`] and [`grubenv_lines`], each on one line so that kernel
+/// messages on the same console cannot split it.
+///
+/// - `rig_json TAG CMD...` runs CMD (its stderr goes to the console) and prints
+///   `FLIPSLOT-JSON TAG rc=<exit status> <CMD's JSON stdout on one line>`; returns CMD's status.
+/// - `rig_status TAG` is `rig_json TAG flipslot status --json`.
+/// - `rig_grubenv TAG` prints `FLIPSLOT-GRUBENV TAG sha256=<hex> <NAME=VALUE ...>` for the
+///   guest's grubenv.
+pub const SH_HELPERS: &str = r#"# flipslot rig helpers (tests/src/scenario.rs SH_HELPERS)
+rig_json() {
+    rig_tag=$1
+    shift
+    "$@" > /tmp/rig-json.out
+    rig_rc=$?
+    echo "FLIPSLOT-JSON $rig_tag rc=$rig_rc $(tr -d '\n' < /tmp/rig-json.out)"
+    return $rig_rc
+}
+rig_status() { rig_json "$1" flipslot status --json; }
+rig_grubenv() {
+    rig_env=/boot/efi/EFI/BOOT/grubenv
+    echo "FLIPSLOT-GRUBENV $1 sha256=$(sha256sum < $rig_env | cut -d' ' -f1) $(grep -v '^#' $rig_env | tr '\n' ' ')"
+}
+"#;
+
+/// One `FLIPSLOT-JSON <tag> rc=<n> <json>` line (see [`SH_HELPERS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonLine {
+    /// The exit status of the command that printed the JSON.
+    pub rc: i32,
+    /// Its output (`Null` when it printed nothing).
+    pub value: serde_json::Value,
+}
+
+/// Every `FLIPSLOT-JSON <tag>` line of a serial log, in order; fails on a line whose JSON
+/// does not parse (naming the line).
+pub fn json_lines(serial: &str, tag: &str) -> anyhow::Result<Vec<JsonLine>> {
+    let marker = format!("FLIPSLOT-JSON {tag} rc=");
+    let mut out = Vec::new();
+    for line in serial.lines() {
+        let Some(i) = line.find(&marker) else {
+            continue;
+        };
+        let rest = line[i + marker.len()..].trim_end_matches('\r');
+        let (rc, json) = rest.split_once(' ').unwrap_or((rest, ""));
+        let rc = rc
+            .parse()
+            .with_context(|| format!("bad rc in serial line {line:?}"))?;
+        let value = if json.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(json)
+                .with_context(|| format!("bad JSON in serial line {line:?}"))?
+        };
+        out.push(JsonLine { rc, value });
+    }
+    Ok(out)
+}
+
+/// One `FLIPSLOT-GRUBENV <tag> sha256=<hex> NAME=VALUE...` line (see [`SH_HELPERS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrubenvLine {
+    /// SHA-256 of the whole 1024-byte block, hex.
+    pub sha256: String,
+    /// Its variables.
+    pub vars: std::collections::BTreeMap<String, String>,
+}
+
+/// Every `FLIPSLOT-GRUBENV <tag>` line of a serial log, in order. Values with spaces (such as
+/// `ORDER=A B`) are rejoined: a word without `=` continues the previous value.
+pub fn grubenv_lines(serial: &str, tag: &str) -> Vec<GrubenvLine> {
+    let marker = format!("FLIPSLOT-GRUBENV {tag} sha256=");
+    serial
+        .lines()
+        .filter_map(|line| {
+            let rest = line[line.find(&marker)? + marker.len()..].trim_end_matches('\r');
+            let mut words = rest.split_whitespace();
+            let sha256 = words.next()?.to_string();
+            let mut vars = std::collections::BTreeMap::new();
+            let mut last: Option<String> = None;
+            for w in words {
+                match (w.split_once('='), &last) {
+                    (Some((k, v)), _) => {
+                        vars.insert(k.to_string(), v.to_string());
+                        last = Some(k.to_string());
+                    }
+                    (None, Some(k)) => {
+                        if let Some(v) = vars.get_mut(k) {
+                            v.push(' ');
+                            v.push_str(w);
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+            Some(GrubenvLine { sha256, vars })
+        })
+        .collect()
+}
+
+/// The exit statuses of the guest init's `FLIPSLOT-HEALTH-END rc=N` lines (absent for a
+/// boot whose health run rebooted the machine).
+pub fn health_results(serial: &str) -> Vec<i32> {
+    serial
+        .lines()
+        .filter_map(|line| {
+            let rest =
+                &line[line.find("FLIPSLOT-HEALTH-END rc=")? + "FLIPSLOT-HEALTH-END rc=".len()..];
+            rest.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// The entry of `flipslot status --json` for the slot with `bootname`.
+pub fn status_slot<'a>(
+    status: &'a serde_json::Value,
+    bootname: &str,
+) -> Option<&'a serde_json::Value> {
+    status["slots"]
+        .as_array()?
+        .iter()
+        .find(|s| s["bootname"] == bootname)
+}
+
+/// The bootname of the booted slot in `flipslot status --json`.
+pub fn status_booted(status: &serde_json::Value) -> Option<&str> {
+    status["slots"]
+        .as_array()?
+        .iter()
+        .find(|s| s["state"] == "booted")?["bootname"]
+        .as_str()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -143,6 +276,35 @@ mod tests {
             failures(LOG),
             vec!["FLIPSLOT-GUEST-FAIL: cannot mount /run".to_string()]
         );
+    }
+
+    #[test]
+    fn parses_json_grubenv_and_health_lines() {
+        let log = "x FLIPSLOT-JSON status rc=0 {  \"booted\": \"rootfs.0\",  \"slots\": [{\"bootname\": \"A\", \"state\": \"booted\"}]}\r\n\
+            FLIPSLOT-JSON install rc=1 \n\
+            FLIPSLOT-GRUBENV before sha256=ab12 ORDER=B A A_OK=1 A_TRY=0 \n\
+            FLIPSLOT-HEALTH-END rc=1\n";
+        let st = json_lines(log, "status").unwrap();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].rc, 0);
+        assert_eq!(st[0].value["booted"], "rootfs.0");
+        assert_eq!(status_booted(&st[0].value), Some("A"));
+        assert_eq!(status_slot(&st[0].value, "A").unwrap()["state"], "booted");
+        assert!(status_slot(&st[0].value, "B").is_none());
+        let inst = json_lines(log, "install").unwrap();
+        assert_eq!(inst[0].rc, 1);
+        assert_eq!(inst[0].value, serde_json::Value::Null);
+        assert!(json_lines("FLIPSLOT-JSON status rc=0 {broken\n", "status").is_err());
+        let env = grubenv_lines(log, "before");
+        assert_eq!(env[0].sha256, "ab12");
+        assert_eq!(env[0].vars["ORDER"], "B A");
+        assert_eq!(env[0].vars["A_TRY"], "0");
+        assert_eq!(health_results(log), vec![1]);
+        let script = format!("{SH_HELPERS}rig_status s\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sh");
+        std::fs::write(&path, script).unwrap();
+        crate::cmd::run(std::process::Command::new("sh").arg("-n").arg(&path)).unwrap();
     }
 
     #[test]

@@ -6,6 +6,8 @@
 #   FLIPSLOT-BOOTED slot=<bootname> version=<contents of /etc/flipslot-version>
 # and then runs what the data partition says (scenarios are data, written by the test):
 #   /data/early.sh      run before the FLIPSLOT-BOOTED line (e.g. to play a broken system)
+#   /data/health.env    if present: `flipslot health` runs after it (the file is sourced
+#                       first), then "FLIPSLOT-HEALTH-END rc=<exit status>" is printed
 #   /data/scenario.sh   run after it, then "FLIPSLOT-SCENARIO-END rc=<exit status>" is printed
 # Both run with FLIPSLOT_SLOT, FLIPSLOT_VERSION and FLIPSLOT_BOOT (boots so far, counted in
 # /data/rig/boots) in the environment. A script chooses what happens afterwards by writing
@@ -91,6 +93,15 @@ if [ -f /data/early.sh ]; then
 fi
 
 echo "FLIPSLOT-BOOTED slot=${slot:-none} version=$version"
+
+# Boot assessment, once per boot like flipslot-health.service: only when the data partition
+# has /data/health.env (sourced in a subshell first, e.g. to arm a failpoint on one boot).
+# A failed trial reboots from inside `flipslot health`, so the END line may never come.
+if [ -f /data/health.env ]; then
+    echo "flipslot-rig: running flipslot health"
+    ( . /data/health.env; flipslot health )
+    echo "FLIPSLOT-HEALTH-END rc=$?"
+fi
 
 if [ -f /data/scenario.sh ]; then
     echo "flipslot-rig: running /data/scenario.sh"

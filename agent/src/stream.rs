@@ -1,121 +1,199 @@
-//! The two data paths of an install, each a two-thread pipeline over a small pool of
-//! aligned buffers: bundle → slot (a reader thread verifies chunks while the caller's
-//! thread writes) and slot → hash (a reader thread reads the slot back while the caller's
-//! thread hashes). Memory is three chunk buffers, whatever the image size.
+//! The two data paths of an install, each a pipeline of threads over a small pool of
+//! aligned buffers: bundle → slot (a reader thread reads chunks, two threads check their
+//! hashes, the caller's thread writes them in order) and slot → check (a reader thread reads
+//! the slot back with direct I/O while two threads check each chunk). Memory is at most
+//! four chunk buffers, whatever the image size.
 
 use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, Context, Result};
-use flipslot_image::manifest::Image;
+use flipslot_image::manifest::{Compression, Image};
+use flipslot_image::reader::check_chunk;
 use flipslot_image::source::ByteSource;
 use flipslot_image::{Bundle, Sha256Digest};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Mutex;
 
-/// Buffers in flight per pipeline.
+/// Buffers in flight while reading back.
 const POOL: usize = 3;
 
-type Filled = std::result::Result<(AlignedBuf, usize), anyhow::Error>;
+/// Buffers in flight while writing: one being read, two being checked, one being written.
+const WRITE_POOL: usize = 4;
 
-/// Runs `produce` on a helper thread, which fills buffers of `buf_len` bytes and sends
-/// them with their used length; `consume` gets each in order on this thread. Either side
-/// stopping (error or end) stops the other.
-fn pipeline<P, C>(buf_len: usize, produce: P, mut consume: C) -> Result<()>
-where
-    P: FnOnce(&Receiver<AlignedBuf>, &SyncSender<Filled>) + Send,
-    C: FnMut(&AlignedBuf, usize) -> Result<()>,
-{
-    let (full_tx, full_rx) = sync_channel::<Filled>(POOL);
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
-    for _ in 0..POOL {
-        free_tx
-            .send(AlignedBuf::new(buf_len))
-            .map_err(|_| anyhow!("buffer pool closed"))?;
-    }
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || produce(&free_rx, &full_tx));
-        // Owning both channel ends here means returning early unblocks the producer.
-        let result = (move || {
-            for msg in full_rx.iter() {
-                let (buf, len) = msg?;
-                consume(&buf, len)?;
-                // The producer may have finished; a closed pool is not an error.
-                free_tx.send(buf).ok();
-            }
-            Ok(())
-        })();
-        match producer.join() {
-            Ok(()) => result,
-            Err(_) => Err(anyhow!("reader thread panicked")),
-        }
-    })
+/// A chunk on its way from the bundle to the slot.
+struct Pending {
+    index: usize,
+    buf: AlignedBuf,
+    len: usize,
+    /// Whether its hash still has to be checked (uncompressed chunks are checked by the
+    /// hashing threads; compressed ones were checked before they were decompressed).
+    unchecked: bool,
 }
 
 /// Writes image `image` of `bundle` to `dev` from offset 0, every chunk verified before it
-/// is written. The last chunk is padded with zeros to a 4 KiB boundary when the device
-/// has room, so every write can use direct I/O. Reports bytes written.
+/// is written. A reader thread reads chunks, two threads check their hashes, and this
+/// thread writes them in order, so hashing is not limited to one core. The last chunk is
+/// padded with zeros to a 4 KiB boundary when the device has room, so every write can use
+/// direct I/O. Reports bytes written.
 pub fn write_image<S: ByteSource + Send>(
     bundle: &mut Bundle<S>,
     image: usize,
     dev: &mut dyn SlotDevice,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
+    const HASHERS: usize = 2;
     let img = bundle
         .manifest()
         .images
         .get(image)
-        .ok_or_else(|| anyhow!("bundle has no image {image}"))?;
-    let (chunks, chunk_size, total) = (img.chunks.len(), img.chunk_size as usize, img.size);
+        .ok_or_else(|| anyhow!("bundle has no image {image}"))?
+        .clone();
+    let payload_offset = bundle.payload_offset();
+    let total = img.size;
     let dev_size = dev.size();
-    let mut pos = 0u64;
-    pipeline(
-        chunk_size,
-        |free, full| {
+    let (read_tx, read_rx) = sync_channel::<Result<Pending>>(WRITE_POOL);
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(WRITE_POOL);
+    for _ in 0..WRITE_POOL {
+        free_tx
+            .send(AlignedBuf::new(img.chunk_size as usize))
+            .map_err(|_| anyhow!("buffer pool closed"))?;
+    }
+    let (checked_tx, checked_rx) = channel::<Result<Pending>>();
+    let read_rx = Mutex::new(read_rx);
+    let stop = AtomicBool::new(false);
+    let img = &img;
+    std::thread::scope(|s| {
+        let stop = &stop;
+        let read_rx = &read_rx;
+        s.spawn(move || {
             let mut scratch = Vec::new();
-            for i in 0..chunks {
-                let Ok(mut buf) = free.recv() else { return };
-                let msg = bundle
-                    .read_chunk(image, i, &mut scratch, buf.as_mut_slice())
-                    .map(|len| (buf, len))
-                    .map_err(anyhow::Error::from);
+            for index in 0..img.chunks.len() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let read = match img.compression {
+                    Compression::None => bundle
+                        .read_chunk_unchecked(image, index, buf.as_mut_slice())
+                        .map(|len| (len, true)),
+                    Compression::Zstd => bundle
+                        .read_chunk(image, index, &mut scratch, buf.as_mut_slice())
+                        .map(|len| (len, false)),
+                };
+                let msg = read
+                    .map_err(anyhow::Error::from)
+                    .map(|(len, unchecked)| Pending {
+                        index,
+                        buf,
+                        len,
+                        unchecked,
+                    });
                 let failed = msg.is_err();
-                if full.send(msg).is_err() || failed {
+                if read_tx.send(msg).is_err() || failed {
+                    stop.store(true, Ordering::Relaxed);
                     return;
                 }
             }
-        },
-        |buf, len| {
-            let mut write_len = len;
-            let padded = len.next_multiple_of(IO_ALIGN);
-            let mut padded_buf;
-            let data = if padded != len && pos + padded as u64 <= dev_size {
-                // Only the short last chunk: copy once into a zero-filled aligned buffer.
-                padded_buf = AlignedBuf::new(padded);
-                padded_buf.as_mut_slice()[..len].copy_from_slice(&buf.as_slice()[..len]);
-                write_len = padded;
-                padded_buf.as_slice()
-            } else {
-                &buf.as_slice()[..len]
+        });
+        for _ in 0..HASHERS {
+            let checked_tx = checked_tx.clone();
+            s.spawn(move || loop {
+                // The lock is held only while waiting for the next chunk.
+                let msg = match read_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(msg) = msg else { return };
+                let msg = msg.and_then(|p| {
+                    if p.unchecked {
+                        let data = &p.buf.as_slice()[..p.len];
+                        check_chunk(img, image, p.index, payload_offset, data)?;
+                    }
+                    Ok(p)
+                });
+                checked_tx.send(msg).ok();
+            });
+        }
+        drop(checked_tx);
+
+        // Write in order; on the first error stop the others, but keep returning buffers
+        // until they have stopped, so nobody waits for one.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0usize;
+        let mut pos = 0u64;
+        let mut first_err: Option<anyhow::Error> = None;
+        for msg in checked_rx {
+            let p = match msg {
+                Ok(p) => p,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    first_err.get_or_insert(e);
+                    continue;
+                }
             };
-            dev.write_at(pos, &data[..write_len]).with_context(|| {
-                format!(
-                    "writing {} bytes to {} at offset {pos}",
-                    write_len,
-                    dev.path().display()
-                )
-            })?;
-            pos += len as u64;
-            progress(pos, total);
-            if pos >= total / 2 && pos - (len as u64) < total / 2 {
-                crate::failpoint::hit("install-mid-write");
+            if first_err.is_some() {
+                free_tx.send(p.buf).ok();
+                continue;
             }
-            Ok(())
-        },
-    )?;
-    if pos != total {
-        return Err(anyhow!("wrote {pos} bytes of a {total}-byte image"));
-    }
-    Ok(())
+            waiting.insert(p.index, p);
+            while let Some(p) = waiting.remove(&next) {
+                let written = write_chunk(dev, dev_size, pos, &p.buf, p.len);
+                free_tx.send(p.buf).ok();
+                if let Err(e) = written {
+                    stop.store(true, Ordering::Relaxed);
+                    first_err = Some(e);
+                    break;
+                }
+                pos += p.len as u64;
+                next += 1;
+                progress(pos, total);
+                if pos >= total / 2 && pos - (p.len as u64) < total / 2 {
+                    crate::failpoint::hit("install-mid-write");
+                }
+            }
+            if first_err.is_some() {
+                for (_, p) in std::mem::take(&mut waiting) {
+                    free_tx.send(p.buf).ok();
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if pos != total {
+            return Err(anyhow!("wrote {pos} bytes of a {total}-byte image"));
+        }
+        Ok(())
+    })
+}
+
+/// Writes one verified chunk at `pos`, padding a short last chunk with zeros to a 4 KiB
+/// boundary when the device has room (so the write can use direct I/O).
+fn write_chunk(
+    dev: &mut dyn SlotDevice,
+    dev_size: u64,
+    pos: u64,
+    buf: &AlignedBuf,
+    len: usize,
+) -> Result<()> {
+    let padded = len.next_multiple_of(IO_ALIGN);
+    let padded_buf;
+    let data = if padded != len && pos + padded as u64 <= dev_size {
+        // Only the short last chunk: copy once into a zero-filled aligned buffer.
+        let mut b = AlignedBuf::new(padded);
+        b.as_mut_slice()[..len].copy_from_slice(&buf.as_slice()[..len]);
+        padded_buf = b;
+        padded_buf.as_slice()
+    } else {
+        &buf.as_slice()[..len]
+    };
+    dev.write_at(pos, data).with_context(|| {
+        format!(
+            "writing {} bytes to {} at offset {pos}",
+            data.len(),
+            dev.path().display()
+        )
+    })
 }
 
 /// Reads an image back from `dev` and checks every chunk against its SHA-256 in the

@@ -159,6 +159,29 @@ pub fn verify_signatures(
     Ok(report)
 }
 
+/// Checks the uncompressed bytes of chunk `chunk` of image number `image` (`img`) against
+/// the signed manifest: length and SHA-256. `payload_offset` only names the offset in errors.
+pub fn check_chunk(
+    img: &Image,
+    image: usize,
+    chunk: usize,
+    payload_offset: u64,
+    data: &[u8],
+) -> Result<(), BundleError> {
+    let c = img.chunks.get(chunk).ok_or_else(|| {
+        BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
+    })?;
+    if data.len() as u64 != img.chunk_len(chunk) || Sha256Digest::of(data) != c.sha256 {
+        return Err(BundleError::ChunkHash {
+            image,
+            class: img.class.clone(),
+            chunk,
+            offset: payload_offset + c.offset,
+        });
+    }
+    Ok(())
+}
+
 impl<S: ByteSource> Bundle<S> {
     /// Opens a bundle and verifies it: header, then signatures against `keyring`, then the
     /// manifest is parsed and validated, then the total length is checked (when known).
@@ -331,6 +354,39 @@ impl<S: ByteSource> Bundle<S> {
                 }
             }
         }
+        Ok(raw_len)
+    }
+
+    /// Reads chunk `chunk` of an UNCOMPRESSED image into `out` WITHOUT checking it, so
+    /// that the check can run on another thread: the caller must pass the bytes through
+    /// [`check_chunk`] before using them. Compressed images are refused (their stored bytes
+    /// must be checked before they are decompressed: use [`Bundle::read_chunk`]).
+    pub fn read_chunk_unchecked(
+        &mut self,
+        image: usize,
+        chunk: usize,
+        out: &mut [u8],
+    ) -> Result<usize, BundleError> {
+        let payload_offset = self.payload_offset();
+        let img = self.image(image)?;
+        if img.compression != Compression::None {
+            return Err(BundleError::InvalidManifest(format!(
+                "image {image} is compressed: its chunks must be read with read_chunk"
+            )));
+        }
+        let c = img.chunks.get(chunk).ok_or_else(|| {
+            BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
+        })?;
+        let raw_len = img.chunk_len(chunk) as usize;
+        let abs = payload_offset + c.offset;
+        if out.len() < raw_len {
+            return Err(BundleError::Build(format!(
+                "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
+                out.len()
+            )));
+        }
+        let what = format!("image {image} chunk {chunk}");
+        read_at(&mut self.source, abs, &mut out[..raw_len], &what)?;
         Ok(raw_len)
     }
 

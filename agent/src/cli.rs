@@ -327,7 +327,17 @@ pub fn run() -> Result<()> {
             }
         }
         Command::Health { no_reboot, json } => {
-            let checks = crate::health::host::HostChecks;
+            let update_server = match &agent.cfg.update {
+                Some(u) if agent.cfg.health.update_server => match &u.channel_url {
+                    Some(url) => Some((
+                        url.clone(),
+                        crate::daemon::fetch::http_options(u, &agent.root)?,
+                    )),
+                    None => None,
+                },
+                _ => None,
+            };
+            let checks = crate::health::host::HostChecks { update_server };
             let rebooter = crate::health::host::HostReboot {
                 root: agent.root.clone(),
             };

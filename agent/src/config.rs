@@ -268,6 +268,17 @@ impl SystemConfig {
             }
         }
 
+        if raw.health.update_server
+            && update
+                .as_ref()
+                .and_then(|u| u.channel_url.as_ref())
+                .is_none()
+        {
+            return Err(invalid(
+                "health.update-server",
+                "needs [update] channel-url: the update server is the channel's host".into(),
+            ));
+        }
         Ok(SystemConfig {
             path: origin.to_path_buf(),
             compatible: raw.compatible,

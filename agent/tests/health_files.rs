@@ -203,3 +203,77 @@ fn an_install_keeps_the_booted_slot_as_fallback() {
     assert_eq!(f.grub_boot().as_deref(), Some("B"));
     assert_eq!(f.grub_boot().as_deref(), Some("A"));
 }
+
+/// Answers every connection with `status` (a minimal HTTP server for the update-server check).
+fn tiny_server(status: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut b = [0u8; 2048];
+            let _n = c.read(&mut b);
+            let _w = c.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+fn with_update_server_check(url: &str) -> Fixture {
+    let mut f = Fixture::new();
+    f.extra_config = format!(
+        "\n[health]\ndeadline-seconds = 3\nupdate-server = true\n\n[update]\nchannel-url = \"{url}\"\n"
+    );
+    f.write_config();
+    f
+}
+
+#[test]
+fn the_update_server_check_passes_on_any_answer_and_fails_when_unreachable() {
+    // A 404 still proves the server is reachable.
+    let port = tiny_server("404 Not Found");
+    let mut f = with_update_server_check(&format!("http://127.0.0.1:{port}/stable.json"));
+    f.grub_boot();
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    assert_eq!(v["verdict"]["results"][0]["check"], "update server");
+    // A 503 does not.
+    let port = tiny_server("503 Service Unavailable");
+    let mut f = with_update_server_check(&format!("http://127.0.0.1:{port}/stable.json"));
+    f.grub_boot();
+    let (ok, v) = health(&f);
+    assert!(!ok);
+    assert!(
+        v["verdict"]["reason"].as_str().unwrap().contains("503"),
+        "{v}"
+    );
+    // Nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut f = with_update_server_check(&format!("http://127.0.0.1:{port}/stable.json"));
+    f.grub_boot();
+    let (ok, v) = health(&f);
+    assert!(!ok);
+    assert!(
+        v["verdict"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{v}"
+    );
+}
+
+#[test]
+fn the_update_server_check_needs_a_channel_url() {
+    let mut f = Fixture::new();
+    f.extra_config = "\n[health]\nupdate-server = true\n".into();
+    f.write_config();
+    let out = f.run(["health"]);
+    assert!(!out.status.success());
+    assert!(support::stderr(&out).contains("health.update-server"));
+}

@@ -27,6 +27,10 @@ pub struct HealthConfig {
     /// Whether to reboot into the previous slot when a trial boot fails its checks.
     #[serde(default = "yes")]
     pub reboot_on_failure: bool,
+    /// Whether the update server (the host of `[update] channel-url`) must answer: any
+    /// HTTP response below 500 counts, with the daemon's TLS and header options.
+    #[serde(default)]
+    pub update_server: bool,
 }
 
 impl Default for HealthConfig {
@@ -37,6 +41,7 @@ impl Default for HealthConfig {
             command: Vec::new(),
             http: Vec::new(),
             reboot_on_failure: true,
+            update_server: false,
         }
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 /// Runs checks on this machine.
 #[derive(Debug, Default)]
-pub struct HostChecks;
+pub struct HostChecks {
+    /// The channel URL and HTTP options of `[update]`, for the update-server check.
+    pub update_server: Option<(String, crate::net::HttpOptions)>,
+}
 
 fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
     match sys::run_with_timeout(argv, timeout) {
@@ -47,6 +50,24 @@ impl CheckRunner for HostChecks {
     fn http(&self, url: &str, timeout: Duration) -> Result<(), String> {
         crate::health::http::check(url, timeout)
     }
+
+    fn update_server(&self, timeout: Duration) -> Result<(), String> {
+        let (url, opts) = self
+            .update_server
+            .as_ref()
+            .ok_or("no [update] channel-url is configured")?;
+        let (client, parsed) =
+            crate::daemon::fetch::client_for(url, opts, timeout).map_err(|e| format!("{e:#}"))?;
+        let shown = crate::net::headers::redact(&parsed);
+        match client.get(parsed).send() {
+            Ok(r) if r.status().as_u16() < 500 => Ok(()),
+            Ok(r) => Err(format!("{shown} answered HTTP {}", r.status())),
+            Err(e) => Err(format!(
+                "{shown} is unreachable: {}",
+                crate::net::error::chain(&e.without_url())
+            )),
+        }
+    }
 }
 
 /// Restarts the machine.
@@ -74,7 +95,7 @@ mod tests {
 
     #[test]
     fn commands_pass_fail_and_time_out() {
-        let h = HostChecks;
+        let h = HostChecks::default();
         let t = Duration::from_secs(5);
         assert_eq!(h.command(&["true".into()], t), Ok(()));
         let e = h

@@ -19,6 +19,8 @@ pub trait CheckRunner {
     fn command(&self, argv: &[String], timeout: Duration) -> Result<(), String>;
     /// Fetches a URL; `Err` says what was answered instead of 2xx.
     fn http(&self, url: &str, timeout: Duration) -> Result<(), String>;
+    /// Whether the update server answers at all (any status below 500).
+    fn update_server(&self, timeout: Duration) -> Result<(), String>;
 }
 
 /// The outcome of one check.
@@ -85,6 +87,14 @@ pub fn run_checks(cfg: &HealthConfig, runner: &dyn CheckRunner) -> Verdict {
             format!("http {}", h.url),
             Duration::from_secs(h.timeout_seconds),
             Box::new(move |t| runner.http(&h.url, t)),
+            true,
+        ));
+    }
+    if cfg.update_server {
+        checks.push((
+            "update server".to_string(),
+            Duration::from_secs(crate::health::config::DEFAULT_CHECK_TIMEOUT),
+            Box::new(move |t| runner.update_server(t)),
             true,
         ));
     }
@@ -165,6 +175,9 @@ mod tests {
         fn http(&self, _u: &str, _t: Duration) -> Result<(), String> {
             Ok(())
         }
+        fn update_server(&self, _t: Duration) -> Result<(), String> {
+            Err("connection refused".into())
+        }
     }
 
     fn cfg() -> HealthConfig {
@@ -180,7 +193,23 @@ mod tests {
                 timeout_seconds: 1,
             }],
             reboot_on_failure: true,
+            update_server: false,
         }
+    }
+
+    #[test]
+    fn an_unreachable_update_server_fails_when_required() {
+        let f = Fake {
+            unit_ok_after: 0,
+            calls: Cell::new(0),
+            command_ok: true,
+        };
+        let mut c = cfg();
+        c.update_server = true;
+        c.deadline_seconds = 1;
+        let v = run_checks(&c, &f);
+        assert!(!v.healthy);
+        assert!(v.reason.unwrap().starts_with("update server"));
     }
 
     #[test]

@@ -58,7 +58,10 @@ mkdir -p /newroot
 mount -t squashfs -o ro "$device" /newroot 2>/dev/null ||
     mount -t ext4 -o ro "$device" /newroot 2>/dev/null ||
     fail "cannot mount $device (PARTLABEL=$label) as squashfs or ext4"
-[ -x /newroot/sbin/init ] || fail "no /sbin/init in $device (PARTLABEL=$label)"
+# An absolute symlink (Debian: /sbin/init -> /lib/systemd/systemd) points into the new
+# root, not into the initramfs, so a link is accepted as it is.
+[ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ] ||
+    fail "no /sbin/init in $device (PARTLABEL=$label)"
 
 mount --move /dev /newroot/dev 2>/dev/null || umount /dev
 umount /proc

@@ -14,5 +14,5 @@ systemctl list-jobs --no-legend --no-pager | head -n 30
 echo "flipslot-rig: journal tail:"
 journalctl -b --no-pager -o short-monotonic | tail -n 60
 sync
-echo "FLIPSLOT-RIG-ACTION poweroff"
+echo "flipslot-rig: powering off after the failure"
 exec systemctl poweroff --force

@@ -282,7 +282,11 @@ fn update_over_network(rig: &Rig, d: &mut Disk) -> (String, String) {
         .iter()
         .position(|e| !(e["event"] == "committed" && e["version"] != UPDATE_VERSION))
         .unwrap_or(events.len());
-    assert_eq!(names.get(first_update_report), Some(&"checking"), "{names:?}");
+    assert_eq!(
+        names.get(first_update_report),
+        Some(&"checking"),
+        "{names:?}"
+    );
     assert!(
         position(&events, "installed") < position(&events, "rebooting")
             && position(&events, "rebooting") < position(&events, "committed"),

@@ -181,23 +181,7 @@ pub fn build_tree(spec: &GuestSpec, kernel: &Kernel, dest: &Path) -> anyhow::Res
         .system_toml
         .clone()
         .unwrap_or_else(|| system_toml(&spec.compatible));
-    write(
-        &dest.join("etc/flipslot/system.toml"),
-        toml.as_bytes(),
-        0o644,
-    )?;
-    for key in &spec.public_keys {
-        let name = key
-            .file_name()
-            .with_context(|| format!("key path {} has no file name", key.display()))?;
-        copy(key, &dest.join("etc/flipslot/keys").join(name), 0o644)?;
-    }
-    write(
-        &dest.join("etc/flipslot-version"),
-        format!("{}\n", spec.version).as_bytes(),
-        0o644,
-    )?;
-    write(&dest.join("etc/hostname"), b"flipslot-guest\n", 0o644)?;
+    write_flipslot_files(dest, &toml, &spec.public_keys, &spec.version.to_string())?;
     for f in &spec.files {
         let rel = f.path.trim_start_matches('/');
         if rel.is_empty() || rel.split('/').any(|c| c == "..") {
@@ -221,20 +205,59 @@ fn mkdir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create directory {}", dir.display()))
 }
 
-fn copy(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
+/// Copies a file into a tree (parents made) and sets its mode.
+pub(crate) fn copy(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
+    if let Some(parent) = to.parent() {
+        mkdir(parent)?;
+    }
     std::fs::copy(from, to)
         .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
     chmod(to, mode)
 }
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Writes a file into a tree (parents made) with a mode, replacing rather than writing
+/// through an existing entry (a base root's files may be symlinks or read-only).
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    if path.symlink_metadata().is_ok() {
+        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     chmod(path, mode)
 }
 
-fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+/// The agent's files in a guest tree: `system.toml`, the trusted keys, the version marker
+/// and the host name.
+pub(crate) fn write_flipslot_files(
+    dest: &Path,
+    system_toml: &str,
+    public_keys: &[PathBuf],
+    version: &str,
+) -> anyhow::Result<()> {
+    write(
+        &dest.join("etc/flipslot/system.toml"),
+        system_toml.as_bytes(),
+        0o644,
+    )?;
+    for key in public_keys {
+        let name = key
+            .file_name()
+            .with_context(|| format!("key path {} has no file name", key.display()))?;
+        copy(key, &dest.join("etc/flipslot/keys").join(name), 0o644)?;
+    }
+    write(
+        &dest.join("etc/flipslot-version"),
+        format!("{version}\n").as_bytes(),
+        0o644,
+    )?;
+    write(&dest.join("etc/hostname"), b"flipslot-guest\n", 0o644)
 }
 
 #[cfg(test)]

@@ -37,14 +37,13 @@ pub use base::{
 pub use report::{failures, lines_with, reports, BootReport};
 pub use turns::{foreign_qemus, wait_for_other_qemu};
 
-use crate::guest::{ExtraFile, COMPATIBLE, DATA_DIRECTORY};
+use crate::guest::{copy, write, ExtraFile, COMPATIBLE, DATA_DIRECTORY};
 use crate::images::{ImageTool, KeyPair};
 use crate::inspect::DiskInfo;
 use crate::kernel::Kernel;
 use crate::scenario::Scenario;
 use crate::{cmd, guest, initramfs};
 use anyhow::{bail, Context as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -327,23 +326,7 @@ pub fn build_tree(
         guest::system_toml(&spec.compatible),
         spec.health_toml
     );
-    write(
-        &dest.join("etc/flipslot/system.toml"),
-        toml.as_bytes(),
-        0o644,
-    )?;
-    for key in &spec.public_keys {
-        let name = key
-            .file_name()
-            .with_context(|| format!("key path {} has no file name", key.display()))?;
-        copy(key, &dest.join("etc/flipslot/keys").join(name), 0o644)?;
-    }
-    write(
-        &dest.join("etc/flipslot-version"),
-        format!("{}\n", spec.version).as_bytes(),
-        0o644,
-    )?;
-    write(&dest.join("etc/hostname"), b"flipslot-guest\n", 0o644)?;
+    guest::write_flipslot_files(dest, &toml, &spec.public_keys, &spec.version.to_string())?;
     write(&dest.join("etc/fstab"), fstab().as_bytes(), 0o644)?;
     // Debian's /sbin/init is an absolute symlink (/lib/systemd/systemd); the rig's initramfs
     // tests `-x /newroot/sbin/init` before switch_root, which resolves an absolute link in the
@@ -532,32 +515,6 @@ pub fn disk(
 fn mkdir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create directory {}", dir.display()))
-}
-
-fn copy(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
-    if let Some(parent) = to.parent() {
-        mkdir(parent)?;
-    }
-    std::fs::copy(from, to)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-    chmod(to, mode)
-}
-
-fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        mkdir(parent)?;
-    }
-    // Replace, never write through: the base root's files may be symlinks or read-only.
-    if path.symlink_metadata().is_ok() {
-        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
-    }
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    chmod(path, mode)
-}
-
-fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot chmod {}", path.display()))
 }
 
 fn symlink(target: &Path, link: &Path) -> anyhow::Result<()> {

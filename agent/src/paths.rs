@@ -12,6 +12,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/flipslot/system.toml";
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
 /// The mount table of the calling process.
 pub const PROC_MOUNTINFO: &str = "/proc/self/mountinfo";
+/// Exists while systemd is the running init.
+pub const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd/system";
 /// udev's symlinks by GPT partition label.
 pub const DEV_DISK_BY_PARTLABEL: &str = "/dev/disk/by-partlabel";
 /// udev's symlinks by partition UUID (lower-case).

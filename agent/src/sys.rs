@@ -212,7 +212,8 @@ pub fn run_with_timeout(argv: &[String], timeout: std::time::Duration) -> io::Re
 
 /// Whether systemd is the running init (its runtime directory exists under `root`).
 pub fn systemd_running(root: &crate::paths::Root) -> bool {
-    root.resolve(Path::new(crate::paths::SYSTEMD_RUNTIME_DIR)).is_dir()
+    root.resolve(Path::new(crate::paths::SYSTEMD_RUNTIME_DIR))
+        .is_dir()
 }
 
 /// Reboots the machine: through systemd when it runs (a clean shutdown), else by syncing

@@ -5,8 +5,11 @@
 //! the config (`A`, `B`, …); a backend knows the configured ones and rejects others.
 
 pub mod abstate;
+pub mod custom;
 pub mod grub;
 pub mod grubenv;
+pub mod uboot;
+pub mod ubootenv;
 
 use anyhow::{Context, Result};
 

@@ -52,6 +52,11 @@ pub enum ConfigError {
 pub enum Bootloader {
     /// GRUB with RAUC-style `ORDER` / `<bootname>_OK` / `<bootname>_TRY` variables in a grubenv file.
     Grub,
+    /// U-Boot with RAUC-style `BOOT_ORDER` / `BOOT_<bootname>_LEFT` variables, its
+    /// environment read and written natively as `fw_env.config` describes it.
+    Uboot,
+    /// An executable speaking RAUC's custom backend protocol (`get-primary`, …).
+    Custom,
 }
 
 impl Bootloader {
@@ -59,6 +64,8 @@ impl Bootloader {
     pub fn as_str(self) -> &'static str {
         match self {
             Bootloader::Grub => "grub",
+            Bootloader::Uboot => "uboot",
+            Bootloader::Custom => "custom",
         }
     }
 }
@@ -78,6 +85,75 @@ pub struct Slot {
     pub bootname: String,
 }
 
+/// The X.509 keyring that RAUC bundles are verified against (RAUC's `[keyring]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct X509Keyring {
+    /// A PEM file of trusted certificates.
+    pub path: Option<PathBuf>,
+    /// A directory of PEM certificate files.
+    pub directory: Option<PathBuf>,
+    /// `smimesign` (RAUC's default), `codesign` or `any`.
+    #[serde(default = "default_purpose")]
+    pub check_purpose: String,
+    /// Accept a chain that ends at any trusted certificate, not only a self-signed root.
+    #[serde(default)]
+    pub allow_partial_chain: bool,
+    /// If not empty, the signer's subject CN must be one of these.
+    #[serde(default)]
+    pub allowed_signer_cns: Vec<String>,
+    /// Check certificate validity at the bundle's signing time instead of now.
+    #[serde(default)]
+    pub use_bundle_signing_time: bool,
+}
+
+fn default_purpose() -> String {
+    "smimesign".to_string()
+}
+
+/// Which RAUC bundles are accepted (RAUC's `bundle-formats` and `min-bundle-version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RaucBundlePolicy {
+    /// `plain` bundles (detached signature over the squashfs) are accepted.
+    #[serde(default = "yes")]
+    pub plain: bool,
+    /// `verity` bundles (signed manifest plus dm-verity hash tree) are accepted.
+    #[serde(default = "yes")]
+    pub verity: bool,
+    /// Bundles older than this version are refused.
+    #[serde(default)]
+    pub min_bundle_version: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RaucBundlePolicy {
+    fn default() -> Self {
+        RaucBundlePolicy {
+            plain: true,
+            verity: true,
+            min_bundle_version: None,
+        }
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigFormat {
+    /// flipslot's `system.toml`.
+    #[default]
+    Flipslot,
+    /// A RAUC `system.conf`.
+    RaucSystemConf,
+}
+
+/// The default number of boot attempts (RAUC's `boot-attempts` default).
+pub const DEFAULT_BOOT_ATTEMPTS: u32 = 3;
+
 /// The validated system configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SystemConfig {
@@ -89,8 +165,22 @@ pub struct SystemConfig {
     pub bootloader: Bootloader,
     /// The grubenv file (present when `bootloader` is `grub`).
     pub grubenv: Option<PathBuf>,
-    /// Directory of trusted public keys.
-    pub keyring: PathBuf,
+    /// The `fw_env.config` describing the U-Boot environment (with `bootloader = "uboot"`).
+    pub fw_env_config: PathBuf,
+    /// The custom backend executable (present when `bootloader` is `custom`).
+    pub custom_backend: Option<PathBuf>,
+    /// Attempts a slot gets when marked good (U-Boot's `BOOT_<bootname>_LEFT`).
+    pub boot_attempts: u32,
+    /// Attempts a slot gets when made primary.
+    pub boot_attempts_primary: u32,
+    /// Directory of trusted ed25519 public keys (flipslot bundles), if any.
+    pub keyring: Option<PathBuf>,
+    /// Trusted X.509 certificates (RAUC bundles), if any.
+    pub x509_keyring: Option<X509Keyring>,
+    /// Which RAUC bundles are accepted.
+    pub rauc_bundles: RaucBundlePolicy,
+    /// The file format this was read from.
+    pub format: ConfigFormat,
     /// How many valid signatures an image needs (at least 1).
     pub min_signatures: u32,
     /// Directory for the status file and the install lock.
@@ -109,7 +199,14 @@ struct RawConfig {
     compatible: String,
     bootloader: Bootloader,
     grubenv: Option<PathBuf>,
-    keyring: PathBuf,
+    fw_env_config: Option<PathBuf>,
+    custom_backend: Option<PathBuf>,
+    boot_attempts: Option<u32>,
+    boot_attempts_primary: Option<u32>,
+    keyring: Option<PathBuf>,
+    x509_keyring: Option<X509Keyring>,
+    #[serde(default)]
+    rauc_bundles: RaucBundlePolicy,
     min_signatures: Option<u32>,
     data_directory: PathBuf,
     #[serde(default)]
@@ -125,6 +222,23 @@ struct RawConfig {
 struct RawSlot {
     device: PathBuf,
     bootname: String,
+}
+
+/// Checks an X.509 keyring section; the error names the key.
+pub fn validate_x509(k: &X509Keyring) -> Result<(), (String, String)> {
+    if k.path.is_none() && k.directory.is_none() {
+        return Err((
+            "x509-keyring".into(),
+            "needs path (a PEM file) and/or directory".into(),
+        ));
+    }
+    if !["smimesign", "codesign", "any"].contains(&k.check_purpose.as_str()) {
+        return Err((
+            "x509-keyring.check-purpose".into(),
+            format!("{:?} is not smimesign, codesign or any", k.check_purpose),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `s` is non-empty and only `[A-Za-z0-9_-]`.
@@ -163,10 +277,29 @@ impl SystemConfig {
         if min_signatures < 1 {
             return Err(invalid("min-signatures", "must be at least 1".into()));
         }
+        if raw.keyring.is_none() && raw.x509_keyring.is_none() {
+            return Err(invalid(
+                "keyring",
+                "no keyring: set keyring (ed25519 keys) and/or [x509-keyring]".into(),
+            ));
+        }
+        let data_dir = Some(raw.data_directory.clone());
+        let x509_paths = raw.x509_keyring.iter().flat_map(|k| {
+            [
+                ("x509-keyring.path", &k.path),
+                ("x509-keyring.directory", &k.directory),
+            ]
+        });
         for (key, p) in [
             ("keyring", &raw.keyring),
-            ("data-directory", &raw.data_directory),
-        ] {
+            ("data-directory", &data_dir),
+            ("fw-env-config", &raw.fw_env_config),
+            ("custom-backend", &raw.custom_backend),
+        ]
+        .into_iter()
+        .chain(x509_paths)
+        {
+            let Some(p) = p else { continue };
             if !p.is_absolute() {
                 return Err(invalid(
                     key,
@@ -190,6 +323,28 @@ impl SystemConfig {
                 }
                 Some(_) => {}
             },
+            Bootloader::Uboot => {}
+            Bootloader::Custom => {
+                if raw.custom_backend.is_none() {
+                    return Err(invalid(
+                        "custom-backend",
+                        "required when bootloader = \"custom\"".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(k) = &raw.x509_keyring {
+            validate_x509(k).map_err(|(key, reason)| invalid(&key, reason))?;
+        }
+        let boot_attempts = raw.boot_attempts.unwrap_or(DEFAULT_BOOT_ATTEMPTS);
+        let boot_attempts_primary = raw.boot_attempts_primary.unwrap_or(DEFAULT_BOOT_ATTEMPTS);
+        for (key, v) in [
+            ("boot-attempts", boot_attempts),
+            ("boot-attempts-primary", boot_attempts_primary),
+        ] {
+            if !(1..=255).contains(&v) {
+                return Err(invalid(key, format!("{v} is not between 1 and 255")));
+            }
         }
 
         raw.health
@@ -284,7 +439,16 @@ impl SystemConfig {
             compatible: raw.compatible,
             bootloader: raw.bootloader,
             grubenv: raw.grubenv,
+            fw_env_config: raw
+                .fw_env_config
+                .unwrap_or_else(|| PathBuf::from(crate::paths::FW_ENV_CONFIG)),
+            custom_backend: raw.custom_backend,
+            boot_attempts,
+            boot_attempts_primary,
             keyring: raw.keyring,
+            x509_keyring: raw.x509_keyring,
+            rauc_bundles: raw.rauc_bundles,
+            format: ConfigFormat::Flipslot,
             min_signatures,
             data_dir: raw.data_directory,
             slots,

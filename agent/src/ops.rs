@@ -77,6 +77,19 @@ impl Agent {
             .with_context(|| format!("cannot take the lock {}", path.display()))
     }
 
+    /// The ed25519 keyring for flipslot bundles and channels.
+    pub fn keyring(&self) -> Result<Keyring> {
+        let path = self.cfg.keyring.as_ref().with_context(|| {
+            format!(
+                "config {} has no keyring for flipslot bundles and channels \
+                 (it only trusts X.509 certificates for RAUC bundles)",
+                self.cfg.path.display()
+            )
+        })?;
+        let path = self.root.resolve(path);
+        Keyring::load(&path).with_context(|| format!("cannot load keyring {}", path.display()))
+    }
+
     fn bootloader(&self) -> Result<Box<dyn Bootloader>> {
         bootloader::open_backend(&self.cfg, &self.root)
     }
@@ -247,9 +260,7 @@ fn install_source<S: ByteSource + Send>(
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
-    let keyring_path = agent.root.resolve(&agent.cfg.keyring);
-    let keyring = Keyring::load(&keyring_path)
-        .with_context(|| format!("cannot load keyring {}", keyring_path.display()))?;
+    let keyring = agent.keyring()?;
     let booted = agent.booted()?;
     let mut bl = agent.bootloader()?;
     let devices = HostDevices {

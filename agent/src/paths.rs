@@ -8,6 +8,14 @@ use std::path::{Component, Path, PathBuf};
 
 /// Default location of the system configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/flipslot/system.toml";
+/// Where RAUC looks for its `system.conf`, in order; used when no flipslot config exists.
+pub const RAUC_SYSTEM_CONFS: [&str; 3] = [
+    "/etc/rauc/system.conf",
+    "/run/rauc/system.conf",
+    "/usr/lib/rauc/system.conf",
+];
+/// The U-Boot environment description read by `fw_printenv` and by the U-Boot backend.
+pub const FW_ENV_CONFIG: &str = "/etc/fw_env.config";
 /// The kernel command line.
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
 /// The mount table of the calling process.

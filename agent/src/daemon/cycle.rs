@@ -13,7 +13,7 @@ use crate::status::StatusFile;
 use anyhow::{Context, Result};
 use flipslot_image::channel::{self, Channel};
 use flipslot_image::progress::Reporter;
-use flipslot_image::{Keyring, VerifyPolicy};
+use flipslot_image::VerifyPolicy;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -189,9 +189,7 @@ impl Daemon {
             } => (body, etag, last_modified),
         };
 
-        let keyring_path = self.agent.root.resolve(&self.agent.cfg.keyring);
-        let keyring = Keyring::load(&keyring_path)
-            .with_context(|| format!("cannot load keyring {}", keyring_path.display()))?;
+        let keyring = self.agent.keyring()?;
         let policy = VerifyPolicy {
             min_signatures: self.agent.cfg.min_signatures,
         };

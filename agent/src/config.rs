@@ -532,7 +532,7 @@ bootname = "B"
             cfg.grubenv,
             Some(PathBuf::from("/boot/efi/EFI/BOOT/grubenv"))
         );
-        assert_eq!(cfg.keyring, PathBuf::from("/etc/flipslot/keys"));
+        assert_eq!(cfg.keyring, Some(PathBuf::from("/etc/flipslot/keys")));
         assert_eq!(cfg.min_signatures, 1);
         assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/flipslot"));
         assert_eq!(cfg.path, PathBuf::from(ORIGIN));

@@ -175,7 +175,10 @@ impl KeyFile {
                 let Some(name) = rest.strip_suffix(']') else {
                     return Err(syntax(format!("group header {l:?} lacks a closing ]")));
                 };
-                if name.is_empty() || name.contains(['[', ']']) || name.chars().any(char::is_control) {
+                if name.is_empty()
+                    || name.contains(['[', ']'])
+                    || name.chars().any(char::is_control)
+                {
                     return Err(syntax(format!("invalid group name {name:?}")));
                 }
                 current = Some(match kf.groups.iter().position(|g| g.name == name) {

@@ -599,8 +599,14 @@ bootname = "app-b"
 
     #[test]
     fn unknown_bootloader_lists_supported() {
-        let e = err(&AB.replace("\"grub\"", "\"uboot\""));
-        assert!(e.contains("uboot") && e.contains("grub"), "{e}");
+        let e = err(&AB.replace("\"grub\"", "\"barebox\""));
+        assert!(
+            e.contains("barebox")
+                && e.contains("grub")
+                && e.contains("uboot")
+                && e.contains("custom"),
+            "{e}"
+        );
     }
 
     #[test]

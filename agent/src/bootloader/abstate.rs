@@ -158,11 +158,11 @@ impl AbState {
     }
 
     /// Makes `bn` the next slot to boot: `OK=1`, `TRY=0`, and `ORDER` becomes `bn`, then
-    /// the other bootnames in their current `ORDER` order, then configured bootnames that
-    /// were missing from `ORDER`, in config order.
+    /// the other configured bootnames in config order, as RAUC's GRUB backend rebuilds it
+    /// (bootnames in the old `ORDER` that the config does not know are dropped).
     pub fn mark_active(&mut self, bn: &str, all_bootnames: &[String]) {
         let mut order = vec![bn.to_string()];
-        for name in self.order.iter().chain(all_bootnames) {
+        for name in all_bootnames {
             if !order.contains(name) {
                 order.push(name.clone());
             }
@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn abc_mark_active_keeps_order_of_others() {
+    fn abc_mark_active_rebuilds_order_from_config_like_rauc() {
         let all = names(&["A", "B", "C"]);
         let mut s = state(
             &[
@@ -312,18 +312,18 @@ mod tests {
             &["A", "B", "C"],
         );
         s.mark_active("C", &all);
-        assert_eq!(s.order, names(&["C", "B", "A"]));
+        assert_eq!(s.order, names(&["C", "A", "B"]));
         assert_eq!(s.primary(), Some("C"));
         s.mark_active("A", &all);
-        assert_eq!(s.order, names(&["A", "C", "B"]));
+        assert_eq!(s.order, names(&["A", "B", "C"]));
     }
 
     #[test]
-    fn mark_active_appends_missing_configured_names() {
+    fn mark_active_drops_unknown_and_adds_missing_configured_names() {
         let all = names(&["A", "B", "C"]);
         let mut s = state(&[("ORDER", "X B")], &["A", "B", "C"]);
         s.mark_active("C", &all);
-        assert_eq!(s.order, names(&["C", "X", "B", "A"]));
+        assert_eq!(s.order, names(&["C", "A", "B"]));
         assert_eq!(s.state("C"), SlotBootState::Good);
         assert_eq!(s.state("A"), SlotBootState::Bad);
         let mut s = AbState::default();

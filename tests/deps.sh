@@ -14,6 +14,10 @@ packages=(
   mmdebstrap                 # the systemd guest of the rig
   nginx openssl              # network install tests
   curl ca-certificates
+  rauc dbus                  # RAUC compatibility: real `rauc bundle`/`rauc info`, its benchmark
+  libubootenv-tool           # fw_printenv/fw_setenv: U-Boot environment compatibility
+  cryptsetup-bin             # veritysetup: dm-verity hash trees of RAUC verity bundles
+  u-boot-tools               # mkimage: the reference U-Boot boot script compiles
 )
 
 missing=()

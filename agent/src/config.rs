@@ -1,6 +1,8 @@
 //! The system configuration (`/etc/flipslot/system.toml`): parsing and validation.
 //!
 //! [`SystemConfig::parse`] is pure; [`SystemConfig::load`] only adds reading the file.
+//! A file whose name ends in `.conf` is read as RAUC's `system.conf` instead
+//! ([`crate::raucconf`]); both formats share the slot checks ([`validate_slots`]).
 //! Slots are grouped by class in the file (`[[slot.rootfs]]`); the array position gives
 //! the slot index and the slot name is `class.index` (like RAUC's `rootfs.0`).
 
@@ -44,6 +46,27 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A RAUC `system.conf` is not key-file syntax, or a value has the wrong form.
+    #[error("cannot parse RAUC config {path}: {source}")]
+    KeyFile {
+        /// The config file.
+        path: PathBuf,
+        /// The key-file error; it names the line.
+        source: flipslot_image::keyfile::KeyFileError,
+    },
+    /// A RAUC `system.conf` sets keys flipslot cannot honor or does not know; every one is
+    /// listed, each by group, key and line.
+    #[error(
+        "cannot use RAUC config {path}: {} setting(s) flipslot cannot honor:{}",
+        problems.len(),
+        crate::raucconf::list_findings(problems)
+    )]
+    RaucUnsupported {
+        /// The config file.
+        path: PathBuf,
+        /// What is refused and why.
+        problems: Vec<crate::raucconf::Finding>,
+    },
 }
 
 /// The bootloader whose environment carries the A/B state.
@@ -83,6 +106,11 @@ pub struct Slot {
     pub device: PathBuf,
     /// The name the bootloader knows this slot by (`A`, `B`, …).
     pub bootname: String,
+    /// The slot exists but is never written (RAUC's `readonly`); `false` in `system.toml`.
+    pub readonly: bool,
+    /// Write the slot even when it already holds the same image (RAUC's `install-same`,
+    /// default `true`); `true` in `system.toml`.
+    pub install_same: bool,
 }
 
 /// The X.509 keyring that RAUC bundles are verified against (RAUC's `[keyring]`).
@@ -191,6 +219,9 @@ pub struct SystemConfig {
     pub health: HealthConfig,
     /// The update daemon's settings (`[update]`), if the section is present.
     pub update: Option<UpdateConfig>,
+    /// Warnings about settings that were read but have no effect (a RAUC `system.conf`'s
+    /// irrelevant keys), one line each; empty for `system.toml`.
+    pub notices: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,13 +279,141 @@ fn is_simple_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// A slot as a config file declares it, before the checks every format shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotDecl {
+    /// The slot class.
+    pub class: String,
+    /// The index within the class, as declared.
+    pub index: usize,
+    /// The block device, as declared.
+    pub device: PathBuf,
+    /// The bootname, as declared.
+    pub bootname: String,
+    /// See [`Slot::readonly`].
+    pub readonly: bool,
+    /// See [`Slot::install_same`].
+    pub install_same: bool,
+    /// How messages name this slot's `device` key (e.g. `slot.rootfs[1].device`).
+    pub device_key: String,
+    /// How messages name this slot's `bootname` key.
+    pub bootname_key: String,
+}
+
+/// The slot checks both config formats share: at least one class; class names, bootnames
+/// simple; at least two slots per class, indexed from 0 without gaps; bootnames and
+/// devices unique; devices absolute. `class_key` names a class in messages. Returns the
+/// slots ordered by class, then index; an error is `(key, reason)`.
+pub fn validate_slots(
+    decls: Vec<SlotDecl>,
+    class_key: impl Fn(&str) -> String,
+    empty_hint: &str,
+) -> Result<Vec<Slot>, (String, String)> {
+    if decls.is_empty() {
+        return Err((
+            "slot".into(),
+            format!("no slot classes configured ({empty_hint})"),
+        ));
+    }
+    let mut by_class: BTreeMap<String, Vec<SlotDecl>> = BTreeMap::new();
+    for d in decls {
+        by_class.entry(d.class.clone()).or_default().push(d);
+    }
+    let mut slots = Vec::new();
+    let mut bootnames = BTreeSet::new();
+    let mut devices = BTreeSet::new();
+    for (class, mut decls) in by_class {
+        if !is_simple_name(&class) {
+            return Err((
+                class_key(&class),
+                "class names may only contain A-Z, a-z, 0-9, '_' and '-'".into(),
+            ));
+        }
+        if decls.len() < 2 {
+            return Err((
+                class_key(&class),
+                format!(
+                    "class has {} slot(s); at least 2 are needed for A/B updates",
+                    decls.len()
+                ),
+            ));
+        }
+        decls.sort_by_key(|d| d.index);
+        if decls.iter().enumerate().any(|(i, d)| d.index != i) {
+            let found: Vec<String> = decls.iter().map(|d| d.index.to_string()).collect();
+            return Err((
+                class_key(&class),
+                format!(
+                    "slot indices must run from 0 without gaps or repeats, found {}",
+                    found.join(", ")
+                ),
+            ));
+        }
+        for d in decls {
+            if !is_simple_name(&d.bootname) {
+                return Err((
+                    d.bootname_key,
+                    format!(
+                        "{:?} must be non-empty and only contain A-Z, a-z, 0-9, '_' and '-'",
+                        d.bootname
+                    ),
+                ));
+            }
+            if !bootnames.insert(d.bootname.clone()) {
+                return Err((
+                    d.bootname_key,
+                    format!("bootname {:?} is used by another slot", d.bootname),
+                ));
+            }
+            if !d.device.is_absolute() {
+                return Err((
+                    d.device_key,
+                    format!("{} is not an absolute path", d.device.display()),
+                ));
+            }
+            if !devices.insert(d.device.clone()) {
+                return Err((
+                    d.device_key,
+                    format!("device {} is used by another slot", d.device.display()),
+                ));
+            }
+            slots.push(Slot {
+                name: format!("{class}.{}", d.index),
+                class: class.clone(),
+                index: d.index,
+                device: d.device,
+                bootname: d.bootname,
+                readonly: d.readonly,
+                install_same: d.install_same,
+            });
+        }
+    }
+    Ok(slots)
+}
+
 impl SystemConfig {
     /// Reads and validates the config file at `path`.
+    ///
+    /// A file named `*.conf` is a RAUC `system.conf` ([`crate::raucconf`]): a relative
+    /// `path` is first made absolute, because RAUC resolves relative paths inside the file
+    /// against the file's directory. Its notices are logged as warnings here and kept in
+    /// [`SystemConfig::notices`]. Any other name is flipslot's TOML.
     pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        if path.extension().is_some_and(|e| e == "conf") {
+            let origin = std::path::absolute(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let (cfg, notices) = crate::raucconf::parse_system_conf(&text, &origin)?;
+            for n in &notices {
+                log::warn!("config {}: {n}", origin.display());
+            }
+            return Ok(cfg);
+        }
         Self::parse(&text, path)
     }
 
@@ -356,72 +515,31 @@ impl SystemConfig {
             .transpose()
             .map_err(|(key, reason)| invalid(&key, reason))?;
 
-        if raw.slot.is_empty() {
-            return Err(invalid(
-                "slot",
-                "no slot classes configured (add [[slot.<class>]] tables)".into(),
-            ));
-        }
-        let mut slots = Vec::new();
-        let mut bootnames = BTreeSet::new();
-        let mut devices = BTreeSet::new();
-        for (class, raw_slots) in raw.slot {
-            if !is_simple_name(&class) {
-                return Err(invalid(
-                    &format!("slot.{class}"),
-                    "class names may only contain A-Z, a-z, 0-9, '_' and '-'".into(),
-                ));
-            }
-            if raw_slots.len() < 2 {
-                return Err(invalid(
-                    &format!("slot.{class}"),
-                    format!(
-                        "class has {} slot(s); at least 2 are needed for A/B updates",
-                        raw_slots.len()
-                    ),
-                ));
-            }
-            for (index, raw_slot) in raw_slots.into_iter().enumerate() {
-                let key = format!("slot.{class}[{index}]");
-                if !is_simple_name(&raw_slot.bootname) {
-                    return Err(invalid(
-                        &format!("{key}.bootname"),
-                        format!(
-                            "{:?} must be non-empty and only contain A-Z, a-z, 0-9, '_' and '-'",
-                            raw_slot.bootname
-                        ),
-                    ));
-                }
-                if !bootnames.insert(raw_slot.bootname.clone()) {
-                    return Err(invalid(
-                        &format!("{key}.bootname"),
-                        format!("bootname {:?} is used by another slot", raw_slot.bootname),
-                    ));
-                }
-                if !raw_slot.device.is_absolute() {
-                    return Err(invalid(
-                        &format!("{key}.device"),
-                        format!("{} is not an absolute path", raw_slot.device.display()),
-                    ));
-                }
-                if !devices.insert(raw_slot.device.clone()) {
-                    return Err(invalid(
-                        &format!("{key}.device"),
-                        format!(
-                            "device {} is used by another slot",
-                            raw_slot.device.display()
-                        ),
-                    ));
-                }
-                slots.push(Slot {
-                    name: format!("{class}.{index}"),
-                    class: class.clone(),
-                    index,
-                    device: raw_slot.device,
-                    bootname: raw_slot.bootname,
-                });
-            }
-        }
+        let decls = raw
+            .slot
+            .into_iter()
+            .flat_map(|(class, raw_slots)| {
+                raw_slots
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(index, r)| SlotDecl {
+                        device_key: format!("slot.{class}[{index}].device"),
+                        bootname_key: format!("slot.{class}[{index}].bootname"),
+                        class: class.clone(),
+                        index,
+                        device: r.device,
+                        bootname: r.bootname,
+                        readonly: false,
+                        install_same: true,
+                    })
+            })
+            .collect();
+        let slots = validate_slots(
+            decls,
+            |class| format!("slot.{class}"),
+            "add [[slot.<class>]] tables",
+        )
+        .map_err(|(key, reason)| invalid(&key, reason))?;
 
         if raw.health.update_server
             && update
@@ -454,6 +572,7 @@ impl SystemConfig {
             slots,
             health: raw.health,
             update,
+            notices: Vec::new(),
         })
     }
 
@@ -708,6 +827,40 @@ bootname = "app-b"
         );
         let e = err(&text.replace("reboot = \"never\"", "polling = 3"));
         assert!(e.contains("polling"), "{e}");
+    }
+
+    #[test]
+    fn toml_slots_are_writable_and_always_installed() {
+        let cfg = parse(AB).unwrap();
+        assert!(cfg.slots.iter().all(|s| !s.readonly && s.install_same));
+        assert!(cfg.notices.is_empty());
+        assert_eq!(cfg.format, ConfigFormat::Flipslot);
+    }
+
+    #[test]
+    fn load_reads_a_conf_file_as_rauc_system_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.conf");
+        let conf = "[system]\ncompatible=x\nbootloader=grub\ndata-directory=/d\n\
+                    mountprefix=/m\n[keyring]\npath=k.pem\n\
+                    [slot.rootfs.0]\ndevice=/dev/a\nbootname=A\n\
+                    [slot.rootfs.1]\ndevice=/dev/b\nbootname=B\n";
+        std::fs::write(&path, conf).unwrap();
+        let cfg = SystemConfig::load(&path).unwrap();
+        assert_eq!(cfg.format, ConfigFormat::RaucSystemConf);
+        assert_eq!(cfg.path, path);
+        assert_eq!(
+            cfg.x509_keyring.unwrap().path,
+            Some(dir.path().join("k.pem"))
+        );
+        assert_eq!(cfg.notices.len(), 1, "{:?}", cfg.notices);
+        // The name decides: TOML in a .conf file is a key-file syntax error.
+        std::fs::write(&path, AB).unwrap();
+        let e = SystemConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot parse RAUC config") && e.contains("line 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod net;
 pub mod ops;
 pub mod paths;
 pub mod plan;
+pub mod raucconf;
 pub mod report;
 pub mod slots;
 pub mod status;

@@ -111,6 +111,8 @@ pub struct Slot {
     /// Write the slot even when it already holds the same image (RAUC's `install-same`,
     /// default `true`); `true` in `system.toml`.
     pub install_same: bool,
+    /// RAUC's slot `type` (`raw`, `ext4`, `vfat`); images are written raw whatever it is.
+    pub slot_type: String,
 }
 
 /// The X.509 keyring that RAUC bundles are verified against (RAUC's `[keyring]`).
@@ -294,6 +296,8 @@ pub struct SlotDecl {
     pub readonly: bool,
     /// See [`Slot::install_same`].
     pub install_same: bool,
+    /// See [`Slot::slot_type`].
+    pub slot_type: String,
     /// How messages name this slot's `device` key (e.g. `slot.rootfs[1].device`).
     pub device_key: String,
     /// How messages name this slot's `bootname` key.
@@ -385,6 +389,7 @@ pub fn validate_slots(
                 bootname: d.bootname,
                 readonly: d.readonly,
                 install_same: d.install_same,
+                slot_type: d.slot_type,
             });
         }
     }
@@ -531,6 +536,7 @@ impl SystemConfig {
                         bootname: r.bootname,
                         readonly: false,
                         install_same: true,
+                        slot_type: "raw".to_string(),
                     })
             })
             .collect();

@@ -482,6 +482,9 @@ fn slot_decl(r: &Reader<'_>, g: &Group) -> Result<SlotDecl, ConfigError> {
         bootname: bootname.trim_end().to_string(),
         readonly: r.bool(g, "readonly")?.unwrap_or(false),
         install_same,
+        slot_type: r
+            .string(g, "type")?
+            .map_or_else(|| "raw".to_string(), |t| t.trim_end().to_string()),
         device_key: Reader::key_name(g, "device"),
         bootname_key: Reader::key_name(g, "bootname"),
     })

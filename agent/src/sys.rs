@@ -242,3 +242,125 @@ pub fn power_cut() {
     let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     eprintln!("flipslot: power cut failed: {e}");
 }
+
+/// How a command run by [`run_capture_with_timeout`] ended.
+#[derive(Debug)]
+pub enum CaptureOutcome {
+    /// It exited (or was killed by a signal) on its own and closed its output.
+    Exited {
+        /// The exit status.
+        status: std::process::ExitStatus,
+        /// Its standard output (at most the first MiB).
+        stdout: Vec<u8>,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// It was still running, or its output still open, at the timeout; it was killed.
+    TimedOut,
+}
+
+/// Runs `program` with `args` (no shell; stdin null, stdout and stderr captured) and kills
+/// it when it runs longer than `timeout`. Only the program itself is killed, not processes
+/// it started; output they keep open past the timeout counts as a timeout.
+pub fn run_capture_with_timeout(
+    program: &Path,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> io::Result<CaptureOutcome> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    const LIMIT: u64 = 1 << 20;
+    fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                // Keep the first MiB and drain the rest, so the child never blocks on a full
+                // pipe; reading stops at EOF.
+                pipe.by_ref().take(LIMIT).read_to_end(&mut buf).ok();
+                io::copy(&mut pipe, &mut io::sink()).ok();
+            }
+            tx.send(buf).ok();
+        });
+        rx
+    }
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            child.kill().ok();
+            child.wait()?;
+            return Ok(CaptureOutcome::TimedOut);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let Ok(stdout) = out.recv_timeout(left) else {
+        return Ok(CaptureOutcome::TimedOut);
+    };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let err = err.recv_timeout(left).unwrap_or_default();
+    let text = String::from_utf8_lossy(&err);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let stderr_tail = lines[lines.len().saturating_sub(5)..].join("\n");
+    Ok(CaptureOutcome::Exited {
+        status,
+        stdout,
+        stderr_tail,
+    })
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn captures_stdout_status_and_stderr() {
+        let out = run_capture_with_timeout(
+            Path::new("/bin/sh"),
+            &["-c", "echo out; echo err >&2; exit 3"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        let CaptureOutcome::Exited {
+            status,
+            stdout,
+            stderr_tail,
+        } = out
+        else {
+            panic!("timed out");
+        };
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(stdout, b"out\n");
+        assert_eq!(stderr_tail, "err");
+        assert!(
+            run_capture_with_timeout(Path::new("/nonexistent/x"), &[], Duration::from_secs(1))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn kills_at_the_timeout() {
+        let start = std::time::Instant::now();
+        let out = run_capture_with_timeout(
+            Path::new("/bin/sh"),
+            &["-c", "sleep 30"],
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(matches!(out, CaptureOutcome::TimedOut));
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+}

@@ -14,6 +14,11 @@ pub trait ByteSource {
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// A name for messages (a path, a URL).
     fn describe(&self) -> String;
+    /// Whether reading the bytes twice costs little (a local file, not a download): an
+    /// install may then check a whole RAUC verity payload before writing anything.
+    fn rereads_are_cheap(&self) -> bool {
+        false
+    }
 }
 
 impl<S: ByteSource + ?Sized> ByteSource for &mut S {
@@ -25,6 +30,9 @@ impl<S: ByteSource + ?Sized> ByteSource for &mut S {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn rereads_are_cheap(&self) -> bool {
+        (**self).rereads_are_cheap()
     }
 }
 
@@ -55,6 +63,9 @@ impl ByteSource for FileSource {
     }
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+    fn rereads_are_cheap(&self) -> bool {
+        true
     }
     fn describe(&self) -> String {
         self.path.display().to_string()

@@ -22,7 +22,14 @@ pub(super) const LONG_ABOUT: &str =
     \"signatures\":[{\"key_id\":HEX, \"status\":\"trusted\"|\"untrusted\"|\"unverified\"}], \
     \"images\":[{\"index\":N, \"class\":S, \"size\":N, \"sha256\":HEX, \"chunk_size\":N, \
     \"chunks\":N, \"compression\":\"none\"|\"zstd\", \"stored_size\":N, \"block_index\":BOOL}]}. \
-    Fields may be added in later versions; none will change meaning without a new \"v\".";
+    Fields may be added in later versions; none will change meaning without a new \"v\".\n\n\
+    RAUC bundles (.raucb, plain or verity) are recognised by their squashfs magic. Their \
+    CMS signature is verified against --keyring, a PEM file of CA certificates or a \
+    directory of them (as `rauc info --keyring`), with --check-purpose and \
+    --allow-partial-chain as in RAUC's [keyring]. With --json the object is the one \
+    `rauc info --output-format=json` prints (compatible, version, description, build, \
+    hooks, images as [{CLASS:{variant, filename, checksum, size, hooks, adaptive}}]) plus \
+    bundle, format, signer and manifest_sha256.";
 
 /// Arguments of `info`.
 #[derive(Debug, clap::Args)]
@@ -39,6 +46,12 @@ pub struct InfoArgs {
     #[arg(long, value_name = "N", default_value_t = 1, requires = "keyring",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::format::MAX_SIGNATURES)))]
     min_signatures: u32,
+    /// RAUC bundles: the purpose the signer certificate must have (smimesign, codesign, any)
+    #[arg(long, value_name = "PURPOSE", default_value = "smimesign")]
+    check_purpose: crate::rauc::x509::Purpose,
+    /// RAUC bundles: accept a chain that ends at an intermediate in the keyring
+    #[arg(long)]
+    allow_partial_chain: bool,
     /// Do not check the signatures (inspect a bundle you have no key for)
     #[arg(long)]
     no_verify: bool,
@@ -53,6 +66,23 @@ pub struct InfoArgs {
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     let path = &args.bundle;
+    if super::is_rauc_bundle(path)? {
+        let keyring = args.keyring.as_deref().with_context(|| {
+            format!(
+                "{} is a RAUC bundle: its CMS signature is always verified; give --keyring \
+                 with the CA certificate(s)",
+                path.display()
+            )
+        })?;
+        let trust = super::rauc_info::RaucTrustArgs {
+            keyring,
+            purpose: args.check_purpose,
+            allow_partial_chain: args.allow_partial_chain,
+        };
+        let bundle = super::rauc_info::open(path, &trust)?;
+        super::rauc_info::print(path, &bundle, args.json);
+        return Ok(());
+    }
     let bundle: Bundle<FileSource> = match &args.keyring {
         Some(keyring) => {
             let trust = super::TrustArgs {

@@ -10,6 +10,7 @@ mod disk;
 mod extract;
 mod info;
 mod keygen;
+mod rauc_info;
 mod sign;
 mod verify;
 
@@ -156,6 +157,18 @@ fn open_verified(path: &Path, trust: &TrustArgs) -> anyhow::Result<(Bundle<FileS
 }
 
 /// Opens a bundle file.
+/// Whether the file at `path` starts like a RAUC bundle (a squashfs).
+fn is_rauc_bundle(path: &Path) -> anyhow::Result<bool> {
+    use std::io::Read as _;
+    let mut head = [0u8; 4];
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open bundle {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("cannot read bundle {}", path.display()))?;
+    Ok(crate::rauc::bundle::looks_like_rauc(&head[..n]))
+}
+
 fn open_file(path: &Path) -> anyhow::Result<FileSource> {
     FileSource::open(path).with_context(|| path.display().to_string())
 }

@@ -5,7 +5,7 @@
 //! As with flipslot's own bundles, nothing is parsed before the signature over it has
 //! been verified: the CMS blob (bounded in size) is the only input read unverified.
 
-// bundle: wired once cms and verity land
+pub mod bundle;
 pub mod cms;
 pub mod manifest;
 pub mod verity;

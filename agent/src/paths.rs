@@ -16,6 +16,10 @@ pub const RAUC_SYSTEM_CONFS: [&str; 3] = [
 ];
 /// The U-Boot environment description read by `fw_printenv` and by the U-Boot backend.
 pub const FW_ENV_CONFIG: &str = "/etc/fw_env.config";
+/// The lock `fw_printenv`/`fw_setenv` (libubootenv) take; the U-Boot backend takes it too.
+pub const FW_ENV_LOCK: &str = "/var/lock/fw_printenv.lock";
+/// U-Boot's default environment as text, used when no stored copy is valid (as libubootenv does).
+pub const UBOOT_INITIAL_ENV: &str = "/etc/u-boot-initial-env";
 /// The kernel command line.
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
 /// The mount table of the calling process.

@@ -121,11 +121,10 @@ fn update_cycle_through_a_script() {
     b.mark_active("B").unwrap();
     assert_eq!(
         rig.state(),
-        "CURRENT=A PRIMARY=B STATE_A=good STATE_B=bad",
-        "mark-active is set-primary alone"
+        "CURRENT=A PRIMARY=B STATE_A=good STATE_B=good",
+        "mark-active is set-state good, then set-primary"
     );
-    // This script reports no primary while the primary is bad.
-    assert_eq!(b.primary().unwrap(), None);
+    assert_eq!(b.primary().unwrap().as_deref(), Some("B"));
     b.mark_good("B").unwrap();
     assert_eq!(b.primary().unwrap().as_deref(), Some("B"));
 
@@ -152,6 +151,7 @@ fn update_cycle_through_a_script() {
             "get-state|B|",
             "set-state|B|bad|",
             "get-state|B|",
+            "set-state|B|good|",
             "set-primary|B|",
             "get-primary|",
             "set-state|B|good|",
@@ -177,7 +177,7 @@ fn script_failures_and_bad_output() {
     std::fs::remove_file(&rig.state).unwrap();
     let e = b.mark_active("A").unwrap_err().to_string();
     assert!(
-        e.contains("set-primary A failed with exit status: 3") && e.contains("no state file"),
+        e.contains("set-state A good failed with exit status: 3") && e.contains("no state file"),
         "{e}"
     );
     // An empty get-current is an error.

@@ -281,8 +281,13 @@ impl<R: ScriptRunner> Bootloader for CustomBackend<R> {
         self.set_state(bootname, false)
     }
 
+    /// `set-state <bn> good`, then `set-primary <bn>`. RAUC calls only `set-primary`
+    /// and leaves it to the script to make the slot bootable; after an install the slot
+    /// was set bad, so flipslot sets it good first, which changes nothing for scripts
+    /// whose `set-primary` already does so.
     fn mark_active(&mut self, bootname: &str) -> Result<()> {
         self.check_bootname(bootname)?;
+        self.set_state(bootname, true)?;
         self.call(&["set-primary", bootname])?;
         log::info!(
             "custom bootloader script {}: set-primary {bootname}",
@@ -385,8 +390,8 @@ mod tests {
         assert_eq!(b.slot_state("B").unwrap(), SlotBootState::Bad);
         b.mark_active("B").unwrap();
         assert_eq!(b.primary().unwrap().as_deref(), Some("B"));
-        // Activation is set-primary alone (as in RAUC): the state stays bad.
-        assert_eq!(b.slot_state("B").unwrap(), SlotBootState::Bad);
+        // Activation sets the state good, then the primary.
+        assert_eq!(b.slot_state("B").unwrap(), SlotBootState::Good);
         b.mark_good("B").unwrap();
         assert_eq!(b.slot_state("B").unwrap(), SlotBootState::Good);
         assert_eq!(
@@ -396,6 +401,7 @@ mod tests {
                 "get-current",
                 "set-state B bad",
                 "get-state B",
+                "set-state B good",
                 "set-primary B",
                 "get-primary",
                 "get-state B",
@@ -479,7 +485,7 @@ mod tests {
         let e = b.mark_active("A").unwrap_err().to_string();
         assert_eq!(
             e,
-            "custom bootloader script /usr/lib/bl-script set-primary A failed with \
+            "custom bootloader script /usr/lib/bl-script set-state A good failed with \
              exit status: 1, stderr:\nfw_setenv: cannot write"
         );
         let mut b = backend(FakeScript {

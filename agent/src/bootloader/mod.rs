@@ -63,6 +63,39 @@ pub fn open_backend(cfg: &SystemConfig, root: &Root) -> Result<Box<dyn Bootloade
             let store = grub::FileEnvStore::new(root.resolve(grubenv));
             Ok(Box::new(grub::GrubBackend::new(store, cfg.bootnames())))
         }
+        config::Bootloader::Uboot => {
+            let store = ubootenv::store::FwEnvStore::from_config_file(&cfg.fw_env_config, root)
+                .with_context(|| {
+                    format!(
+                        "cannot read the U-Boot environment description {}",
+                        cfg.fw_env_config.display()
+                    )
+                })?
+                .with_lock_file(root.resolve(std::path::Path::new(crate::paths::FW_ENV_LOCK)));
+            let mut backend = uboot::UbootBackend::new(
+                store,
+                cfg.bootnames(),
+                cfg.boot_attempts,
+                cfg.boot_attempts_primary,
+            );
+            let initial = root.resolve(std::path::Path::new(crate::paths::UBOOT_INITIAL_ENV));
+            if let Ok(text) = std::fs::read_to_string(&initial) {
+                backend = backend.with_default_env(ubootenv::UbootEnv::parse_text(&text));
+            }
+            Ok(Box::new(backend))
+        }
+        config::Bootloader::Custom => {
+            let script = cfg.custom_backend.as_ref().with_context(|| {
+                format!(
+                    "config {}: a custom backend script is required with bootloader = \"custom\"",
+                    cfg.path.display()
+                )
+            })?;
+            Ok(Box::new(custom::CustomBackend::new(
+                root.resolve(script),
+                cfg.bootnames(),
+            )))
+        }
     }
 }
 

@@ -52,6 +52,11 @@ pub struct Assessment {
 pub const NEVER_CHECKED: &str =
     "the trial boot never reached the health check (kernel panic, hang, watchdog reset or power loss)";
 
+/// Message for a trial that the bootloader gave up on without a recorded check.
+pub const ATTEMPTS_USED_UP: &str =
+    "the trial boot never passed the health check and the bootloader took the slot out of \
+     rotation (boot attempts used up, or it was marked bad)";
+
 fn uncommitted_install(status: &StatusFile, slot: &Slot) -> bool {
     status.slots.get(&slot.name).is_some_and(|r| {
         r.result == InstallResult::Ok
@@ -91,6 +96,13 @@ pub fn assess(
                 (SlotBootState::Bad, Some(failure)) => Some(FailedTrial {
                     slot: s.clone(),
                     reason: failure.clone(),
+                    needs_mark_bad: false,
+                }),
+                // Counting bootloaders (U-Boot's BOOT_x_LEFT) end a trial that never
+                // reached its check by running out of attempts: the slot reads bad.
+                (SlotBootState::Bad, None) => Some(FailedTrial {
+                    slot: s.clone(),
+                    reason: ATTEMPTS_USED_UP.to_string(),
                     needs_mark_bad: false,
                 }),
                 _ => None,

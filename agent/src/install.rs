@@ -20,6 +20,7 @@ use crate::status::{InstallResult, SlotRecord, StatusFile};
 use crate::stream;
 use anyhow::{bail, Context, Result};
 use flipslot_image::progress::Reporter;
+use flipslot_image::rauc::bundle::RaucBundle;
 use flipslot_image::source::ByteSource;
 use flipslot_image::{Bundle, Keyring, VerifyPolicy};
 use serde::{Deserialize, Serialize};
@@ -60,8 +61,6 @@ pub struct InstallEnv<'a> {
     pub devices: &'a dyn SlotDevices,
     /// The clock.
     pub clock: &'a dyn Clock,
-    /// The trusted keys.
-    pub keyring: &'a Keyring,
     /// The status file (already resolved under the root).
     pub status_path: PathBuf,
 }
@@ -109,10 +108,12 @@ pub struct InstallOutcome {
     pub read_back: bool,
 }
 
-/// Installs the bundle read from `source`. On error nothing about the booted slot or the
-/// bootloader's primary slot has changed; a target that was being written stays marked bad.
+/// Installs the flipslot bundle read from `source`, verified against `keyring`. On
+/// error nothing about the booted slot or the bootloader's primary slot has changed; a
+/// target that was being written stays marked bad.
 pub fn install<S: ByteSource + Send>(
     env: &mut InstallEnv<'_>,
+    keyring: &Keyring,
     source: S,
     opts: &InstallOptions,
     progress: &mut Reporter,
@@ -121,7 +122,7 @@ pub fn install<S: ByteSource + Send>(
     let policy = VerifyPolicy {
         min_signatures: env.cfg.min_signatures,
     };
-    let mut bundle = Bundle::open(source, env.keyring, &policy)
+    let mut bundle = Bundle::open(source, keyring, &policy)
         .with_context(|| format!("bundle {what} rejected"))?;
     if let Some(want) = opts.expected_manifest_sha256 {
         let got = bundle.manifest_sha256();
@@ -135,6 +136,207 @@ pub fn install<S: ByteSource + Send>(
         }
     }
     let manifest = bundle.manifest().clone();
+    let facts = plan::BundleFacts::from(&manifest);
+    let sizes = manifest.images.iter().map(|i| i.size).collect();
+    let manifest_sha256 = bundle.manifest_sha256().to_hex();
+    let mut writer = FlipslotWriter {
+        bundle: &mut bundle,
+    };
+    run(
+        env,
+        Verified {
+            what: &what,
+            facts: &facts,
+            sizes,
+            manifest_sha256,
+        },
+        &mut writer,
+        opts,
+        progress,
+    )
+}
+
+/// The X.509 trust a RAUC bundle is checked against.
+#[derive(Debug)]
+pub struct RaucTrust<'a> {
+    /// Trusted certificates.
+    pub store: &'a flipslot_image::rauc::x509::TrustStore,
+    /// Purpose, partial chains, allowed signers, signing time.
+    pub options: &'a flipslot_image::rauc::x509::VerifyOptions,
+    /// Which bundle formats are accepted.
+    pub formats: flipslot_image::rauc::bundle::AllowedFormats,
+}
+
+/// Installs the RAUC bundle (`.raucb`) read from `source`, with the same steps and
+/// guarantees as [`install`]: its CMS signature (and hash tree) is verified against
+/// `trust` before anything is parsed, each image's SHA-256 is checked as it is written
+/// and again on read-back, and the slot is activated only after all of that.
+pub fn install_rauc<S: ByteSource + Send>(
+    env: &mut InstallEnv<'_>,
+    trust: &RaucTrust<'_>,
+    source: S,
+    opts: &InstallOptions,
+    progress: &mut Reporter,
+) -> Result<InstallOutcome> {
+    let what = source.describe();
+    let local = source.rereads_are_cheap();
+    let now = env.clock.now_unix();
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let mut bundle = RaucBundle::open(
+        source,
+        trust.store,
+        trust.options,
+        trust.formats,
+        now,
+        &mut |d, n| progress.update("verify signature", d, n),
+    )
+    .with_context(|| format!("bundle {what} rejected"))?;
+    if local && bundle.is_verity() {
+        // A local file is cheap to read twice: check every block now, so a damaged
+        // bundle is refused before the target slot is touched. (Streamed bundles are
+        // checked block by block as they are written; the target stays marked bad.)
+        bundle
+            .verify_payload(&mut |d, n| progress.update("verify payload", d, n))
+            .with_context(|| format!("bundle {what} rejected"))?;
+    }
+    let m = bundle.manifest().clone();
+    log::info!(
+        "bundle {what}: {} bundle signed by {}",
+        m.format.as_str(),
+        bundle.signer().subject
+    );
+    let facts = plan::BundleFacts {
+        compatible: m.compatible.clone(),
+        version: m.version.clone().unwrap_or_default(),
+        classes: m.images.iter().map(|i| i.class.clone()).collect(),
+    };
+    let sizes = m.images.iter().map(|i| i.size).collect();
+    let manifest_sha256 = bundle.manifest_sha256().to_hex();
+    let mut writer = RaucWriter {
+        bundle: &mut bundle,
+    };
+    run(
+        env,
+        Verified {
+            what: &what,
+            facts: &facts,
+            sizes,
+            manifest_sha256,
+        },
+        &mut writer,
+        opts,
+        progress,
+    )
+}
+
+/// A verified bundle, as the install steps see it.
+struct Verified<'a> {
+    what: &'a str,
+    facts: &'a plan::BundleFacts,
+    /// Image sizes, in bundle order.
+    sizes: Vec<u64>,
+    manifest_sha256: String,
+}
+
+/// Writes (and reads back) one image of a verified bundle into its target.
+trait ImageWriter {
+    fn write(
+        &mut self,
+        t: &Target,
+        dev: &mut dyn crate::device::SlotDevice,
+        opts: &InstallOptions,
+        progress: &mut Reporter,
+    ) -> Result<InstalledImage>;
+}
+
+struct FlipslotWriter<'b, S: ByteSource + Send> {
+    bundle: &'b mut Bundle<S>,
+}
+
+impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
+    fn write(
+        &mut self,
+        t: &Target,
+        dev: &mut dyn crate::device::SlotDevice,
+        opts: &InstallOptions,
+        progress: &mut Reporter,
+    ) -> Result<InstalledImage> {
+        write_and_check(self.bundle, t, dev, opts, progress)
+    }
+}
+
+struct RaucWriter<'b, S: ByteSource + Send> {
+    bundle: &'b mut RaucBundle<S>,
+}
+
+impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
+    fn write(
+        &mut self,
+        t: &Target,
+        dev: &mut dyn crate::device::SlotDevice,
+        opts: &InstallOptions,
+        progress: &mut Reporter,
+    ) -> Result<InstalledImage> {
+        let img = self.bundle.manifest().images[t.image].clone();
+        let phase = format!("write {}", t.slot.name);
+        let mut result: Option<Result<flipslot_image::Sha256Digest>> = None;
+        self.bundle
+            .with_image_reader(t.image, |r| {
+                result = Some(crate::rawstream::write_from_reader(
+                    r,
+                    img.size,
+                    &img.filename,
+                    &mut *dev,
+                    &mut |d, n| progress.update(&phase, d, n),
+                ));
+                Ok(())
+            })
+            .with_context(|| format!("cannot read image {} from the bundle", img.filename))?;
+        let got = result.context("the image was not read")??;
+        if got != img.sha256 {
+            bail!(
+                "image {} has sha256 {}, but the signed manifest says {} \
+                 (the bundle changed while it was read)",
+                img.filename,
+                got.to_hex(),
+                img.sha256.to_hex()
+            );
+        }
+        dev.sync()
+            .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
+        if opts.read_back {
+            let phase = format!("read-back {}", t.slot.name);
+            crate::rawstream::verify_sha256(dev, img.size, &img.sha256, &mut |d, n| {
+                progress.update(&phase, d, n)
+            })
+            .with_context(|| {
+                format!(
+                    "read-back of slot {} ({}) does not match the image",
+                    t.slot.name,
+                    dev.path().display()
+                )
+            })?;
+        }
+        Ok(InstalledImage {
+            class: img.class.clone(),
+            slot: t.slot.name.clone(),
+            device: t.slot.device.clone(),
+            size: img.size,
+            sha256: img.sha256.to_hex(),
+        })
+    }
+}
+
+/// The install steps after verification, the same for every bundle format.
+fn run(
+    env: &mut InstallEnv<'_>,
+    bundle: Verified<'_>,
+    writer: &mut dyn ImageWriter,
+    opts: &InstallOptions,
+    progress: &mut Reporter,
+) -> Result<InstallOutcome> {
+    let what = bundle.what;
+    let facts = bundle.facts;
     let mut status = StatusFile::load(&env.status_path)?;
     let booted_trying = match env.booted {
         Some(b) => env.bootloader.slot_state(&b.bootname)? == SlotBootState::Trying,
@@ -154,14 +356,8 @@ pub fn install<S: ByteSource + Send>(
             );
         }
     }
-    let targets = plan::plan(
-        env.cfg,
-        &manifest,
-        env.booted,
-        &status,
-        opts.allow_downgrade,
-    )
-    .with_context(|| format!("bundle {what} cannot be installed here"))?;
+    let targets = plan::plan(env.cfg, facts, env.booted, &status, opts.allow_downgrade)
+        .with_context(|| format!("bundle {what} cannot be installed here"))?;
     let boot_target = plan::boot_target(&targets, env.booted)
         .map(|t| t.slot.clone())
         .context("bundle has no image")?;
@@ -169,13 +365,18 @@ pub fn install<S: ByteSource + Send>(
     // Open and check every target before changing anything.
     let mut devices = Vec::new();
     for t in &targets {
-        devices.push(open_target(env, t, &manifest)?);
+        devices.push(open_target(
+            env,
+            t,
+            &facts.classes[t.image],
+            bundle.sizes[t.image],
+        )?);
     }
     progress.event(
         "start",
         serde_json::json!({
             "bundle": what,
-            "version": manifest.version.to_string(),
+            "version": facts.version,
             "targets": targets.iter().map(|t| &t.slot.name).collect::<Vec<_>>(),
         }),
     );
@@ -189,9 +390,9 @@ pub fn install<S: ByteSource + Send>(
         status.set_record(
             &t.slot.name,
             SlotRecord {
-                bundle_version: Some(manifest.version.to_string()),
-                compatible: manifest.compatible.clone(),
-                manifest_sha256: Some(bundle.manifest_sha256().to_hex()),
+                bundle_version: Some(facts.version.clone()),
+                compatible: facts.compatible.clone(),
+                manifest_sha256: Some(bundle.manifest_sha256.clone()),
                 image_sha256: None,
                 installed_at: Some(started),
                 result: InstallResult::Failed,
@@ -206,7 +407,7 @@ pub fn install<S: ByteSource + Send>(
     // Step 2: write and verify.
     let mut images = Vec::new();
     for (t, dev) in targets.iter().zip(devices.iter_mut()) {
-        let r = write_and_check(&mut bundle, t, dev.as_mut(), opts, progress);
+        let r = writer.write(t, dev.as_mut(), opts, progress);
         match r {
             Ok(img) => images.push(img),
             Err(e) => {
@@ -252,9 +453,9 @@ pub fn install<S: ByteSource + Send>(
         .with_context(|| format!("cannot make slot {} primary", boot_target.name))?;
     progress.finish();
     Ok(InstallOutcome {
-        version: manifest.version.to_string(),
-        compatible: manifest.compatible.clone(),
-        manifest_sha256: bundle.manifest_sha256().to_hex(),
+        version: facts.version.clone(),
+        compatible: facts.compatible.clone(),
+        manifest_sha256: bundle.manifest_sha256.clone(),
         images,
         primary: boot_target.name.clone(),
         primary_bootname: boot_target.bootname.clone(),
@@ -265,7 +466,8 @@ pub fn install<S: ByteSource + Send>(
 fn open_target(
     env: &InstallEnv<'_>,
     t: &Target,
-    manifest: &flipslot_image::Manifest,
+    class: &str,
+    size: u64,
 ) -> Result<Box<dyn crate::device::SlotDevice>> {
     let slot = &t.slot;
     if env.booted.is_some_and(|b| b.name == slot.name) {
@@ -299,12 +501,11 @@ fn open_target(
         );
     }
 
-    let img = &manifest.images[t.image];
-    if img.size > dev.size() {
+    if size > dev.size() {
         bail!(
             "image {} ({} bytes) does not fit slot {} ({}: {} bytes)",
-            img.class,
-            img.size,
+            class,
+            size,
             slot.name,
             slot.device.display(),
             dev.size()

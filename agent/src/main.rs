@@ -2,7 +2,15 @@
 
 fn main() {
     flipslot_image::logger::init();
-    if let Err(e) = flipslot::cli::run() {
+    let as_rauc = std::env::args_os()
+        .next()
+        .is_some_and(|a| flipslot::rauc_cli::invoked_as_rauc(&a));
+    let result = if as_rauc {
+        flipslot::rauc_cli::run()
+    } else {
+        flipslot::cli::run()
+    };
+    if let Err(e) = result {
         eprintln!("error: {}", flipslot_image::cli::error_chain(&e));
         std::process::exit(1);
     }

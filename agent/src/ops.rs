@@ -60,7 +60,17 @@ impl Agent {
                 file.display()
             )
         })?;
-        let hint = cmdline::booted_hint(&text);
+        let mut hint = cmdline::booted_hint(&text);
+        if hint.bootname.is_none() && self.cfg.bootloader == crate::config::Bootloader::Custom {
+            // RAUC's custom backends may tell which slot booted (`get-current`).
+            if let Some(script) = &self.cfg.custom_backend {
+                let mut b = bootloader::custom::CustomBackend::new(
+                    self.root.resolve(script),
+                    self.cfg.bootnames(),
+                );
+                hint.bootname = Some(b.current_bootname()?).filter(|s| !s.is_empty());
+            }
+        }
         let resolver = FsResolver {
             root: self.root.clone(),
         };
@@ -88,6 +98,36 @@ impl Agent {
         })?;
         let path = self.root.resolve(path);
         Keyring::load(&path).with_context(|| format!("cannot load keyring {}", path.display()))
+    }
+
+    /// The X.509 trust store and verification options for RAUC bundles.
+    pub fn x509_trust(
+        &self,
+    ) -> Result<(
+        flipslot_image::rauc::x509::TrustStore,
+        flipslot_image::rauc::x509::VerifyOptions,
+    )> {
+        let k = self.cfg.x509_keyring.as_ref().with_context(|| {
+            format!(
+                "config {} has no X.509 keyring for RAUC bundles \
+                 (set [keyring] in system.conf or [x509-keyring] in system.toml)",
+                self.cfg.path.display()
+            )
+        })?;
+        let path = k.path.as_ref().map(|p| self.root.resolve(p));
+        let dir = k.directory.as_ref().map(|p| self.root.resolve(p));
+        let store = flipslot_image::rauc::x509::TrustStore::load(path.as_deref(), dir.as_deref())
+            .context("cannot load the X.509 keyring")?;
+        let options = flipslot_image::rauc::x509::VerifyOptions {
+            purpose: k
+                .check_purpose
+                .parse()
+                .map_err(|e| anyhow::anyhow!("keyring check-purpose: {e}"))?,
+            allow_partial_chain: k.allow_partial_chain,
+            allowed_signer_cns: k.allowed_signer_cns.clone(),
+            use_signing_time: k.use_bundle_signing_time,
+        };
+        Ok((store, options))
     }
 
     fn bootloader(&self) -> Result<Box<dyn Bootloader>> {
@@ -193,7 +233,7 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
     let booted = agent.booted()?;
     let mut bl = agent.bootloader()?;
     let ab = bl.state()?;
-    let primary_bn = ab.primary().map(str::to_string);
+    let primary_bn = bl.primary()?;
     let status = StatusFile::load(&agent.status_path())?;
     let slots = agent
         .cfg
@@ -234,9 +274,20 @@ pub fn install_file(
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
     let _lock = agent.lock()?;
-    let source = FileSource::open(bundle)
+    let mut source = FileSource::open(bundle)
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
-    install_source(agent, source, opts, progress)
+    // A file too short for the magic is left to the flipslot reader, which says how it
+    // is truncated.
+    let mut head = [0u8; 4];
+    let rauc = match source.read_exact_at(0, &mut head) {
+        Ok(()) => flipslot_image::rauc::bundle::looks_like_rauc(&head),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot read bundle {}", bundle.display())))
+        }
+    };
+    install_source(agent, source, rauc, opts, progress)
 }
 
 /// Installs a bundle from an `http://` or `https://` URL, holding the install lock. The
@@ -250,17 +301,22 @@ pub fn install_url(
 ) -> Result<InstallOutcome> {
     let _lock = agent.lock()?;
     let source = HttpSource::open(url, http).context("cannot open bundle")?;
-    install_source(agent, source, opts, progress)
+    // Told apart by name, so the stream is opened once (RAUC bundles are `.raucb`).
+    let rauc = url
+        .split(['?', '#'])
+        .next()
+        .is_some_and(|p| p.ends_with(".raucb"));
+    install_source(agent, source, rauc, opts, progress)
 }
 
 /// The install pipeline over any source; the caller holds the lock.
 fn install_source<S: ByteSource + Send>(
     agent: &Agent,
     source: S,
+    rauc: bool,
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
-    let keyring = agent.keyring()?;
     let booted = agent.booted()?;
     let mut bl = agent.bootloader()?;
     let devices = HostDevices {
@@ -273,10 +329,30 @@ fn install_source<S: ByteSource + Send>(
         bootloader: bl.as_mut(),
         devices: &devices,
         clock: &SystemClock,
-        keyring: &keyring,
         status_path: agent.status_path(),
     };
-    install::install(&mut env, source, opts, progress)
+    if rauc {
+        if opts.expected_manifest_sha256.is_some() {
+            bail!(
+                "bundle {} is a RAUC bundle; signed channels name flipslot bundles only",
+                source.describe()
+            );
+        }
+        let (store, options) = agent.x509_trust()?;
+        let k = &agent.cfg.rauc_bundles;
+        let trust = install::RaucTrust {
+            store: &store,
+            options: &options,
+            formats: flipslot_image::rauc::bundle::AllowedFormats {
+                plain: k.plain,
+                verity: k.verity,
+            },
+        };
+        install::install_rauc(&mut env, &trust, source, opts, progress)
+    } else {
+        let keyring = agent.keyring()?;
+        install::install(&mut env, &keyring, source, opts, progress)
+    }
 }
 
 /// What `mark-*` does.

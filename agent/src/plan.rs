@@ -6,6 +6,62 @@ use crate::slots::{choose_target, SlotHistory};
 use crate::status::{InstallResult, StatusFile};
 use flipslot_image::Manifest;
 
+/// What planning needs to know about a verified bundle, whatever its format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleFacts {
+    /// The bundle's compatible string.
+    pub compatible: String,
+    /// Its version as written.
+    pub version: String,
+    /// The slot class of each image, in bundle order.
+    pub classes: Vec<String>,
+}
+
+impl From<&Manifest> for BundleFacts {
+    fn from(m: &Manifest) -> Self {
+        BundleFacts {
+            compatible: m.compatible.clone(),
+            version: m.version.to_string(),
+            classes: m.images.iter().map(|i| i.class.clone()).collect(),
+        }
+    }
+}
+
+/// Reads a version the way versions are written in practice: semver, or one to three
+/// dot-separated numbers (leading zeros allowed, as in `2024.05.1`) with an optional
+/// `-prerelease`. Anything else cannot be ordered and is `None`.
+pub fn parse_version(s: &str) -> Option<semver::Version> {
+    if let Ok(v) = semver::Version::parse(s) {
+        return Some(v);
+    }
+    let (core, pre) = match s.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (s, None),
+    };
+    let nums: Vec<u64> = core
+        .split('.')
+        .map(|p| {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                None
+            } else {
+                p.parse().ok()
+            }
+        })
+        .collect::<Option<_>>()?;
+    if nums.is_empty() || nums.len() > 3 {
+        return None;
+    }
+    let mut v = semver::Version::new(
+        nums[0],
+        nums.get(1).copied().unwrap_or(0),
+        nums.get(2).copied().unwrap_or(0),
+    );
+    if let Some(p) = pre {
+        v.pre = semver::Prerelease::new(p).ok()?;
+    }
+    Some(v)
+}
+
 /// Why a bundle is refused before anything is written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -27,6 +83,24 @@ pub enum PlanError {
         booted: String,
         /// The booted slot.
         slot: String,
+    },
+    /// The bundle's version cannot be ordered against the booted one.
+    #[error("bundle version {bundle:?} cannot be compared with the booted slot {slot}'s version {booted}; use --allow-downgrade to install it anyway")]
+    Unordered {
+        /// The bundle's version.
+        bundle: String,
+        /// The booted version.
+        booted: String,
+        /// The booted slot.
+        slot: String,
+    },
+    /// The bundle is older than the configured minimum (`min-bundle-version`).
+    #[error("bundle version {bundle:?} is below min-bundle-version {min}")]
+    BelowMinimum {
+        /// The bundle's version.
+        bundle: String,
+        /// The configured minimum.
+        min: String,
     },
     /// Two images of one class.
     #[error("bundle has more than one image for slot class {0}")]
@@ -56,30 +130,55 @@ pub fn booted_version(status: &StatusFile, booted: Option<&Slot>) -> Option<semv
     if rec.result != InstallResult::Ok {
         return None;
     }
-    semver::Version::parse(rec.bundle_version.as_deref()?).ok()
+    parse_version(rec.bundle_version.as_deref()?)
 }
 
 /// Checks compatible and version, and maps each image to its target slot.
 pub fn plan(
     cfg: &SystemConfig,
-    manifest: &Manifest,
+    bundle: &BundleFacts,
     booted: Option<&Slot>,
     status: &StatusFile,
     allow_downgrade: bool,
 ) -> Result<Vec<Target>, PlanError> {
-    if manifest.compatible != cfg.compatible {
+    if bundle.compatible != cfg.compatible {
         return Err(PlanError::Incompatible {
-            bundle: manifest.compatible.clone(),
+            bundle: bundle.compatible.clone(),
             system: cfg.compatible.clone(),
         });
     }
-    if let (Some(current), Some(slot)) = (booted_version(status, booted), booted) {
-        if manifest.version < current && !allow_downgrade {
-            return Err(PlanError::Downgrade {
-                bundle: manifest.version.to_string(),
-                booted: current.to_string(),
-                slot: slot.name.clone(),
+    let version = parse_version(&bundle.version);
+    if let Some(min) = &cfg.rauc_bundles.min_bundle_version {
+        let below = match (&version, parse_version(min)) {
+            (Some(v), Some(m)) => *v < m,
+            _ => true,
+        };
+        if below {
+            return Err(PlanError::BelowMinimum {
+                bundle: bundle.version.clone(),
+                min: min.clone(),
             });
+        }
+    }
+    if let (Some(current), Some(slot)) = (booted_version(status, booted), booted) {
+        if !allow_downgrade {
+            match &version {
+                Some(v) if *v < current => {
+                    return Err(PlanError::Downgrade {
+                        bundle: bundle.version.clone(),
+                        booted: current.to_string(),
+                        slot: slot.name.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    return Err(PlanError::Unordered {
+                        bundle: bundle.version.clone(),
+                        booted: current.to_string(),
+                        slot: slot.name.clone(),
+                    })
+                }
+            }
         }
     }
     let history = |s: &Slot| match status.slots.get(&s.name) {
@@ -90,15 +189,14 @@ pub fn plan(
         None => SlotHistory::default(),
     };
     let mut targets = Vec::new();
-    for (i, img) in manifest.images.iter().enumerate() {
-        if manifest.images[..i].iter().any(|o| o.class == img.class) {
-            return Err(PlanError::DuplicateClass(img.class.clone()));
+    for (i, class) in bundle.classes.iter().enumerate() {
+        if bundle.classes[..i].contains(class) {
+            return Err(PlanError::DuplicateClass(class.clone()));
         }
-        let slot =
-            choose_target(cfg, &img.class, booted, &history).map_err(|e| PlanError::NoSlot {
-                class: img.class.clone(),
-                reason: e.to_string(),
-            })?;
+        let slot = choose_target(cfg, class, booted, &history).map_err(|e| PlanError::NoSlot {
+            class: class.clone(),
+            reason: e.to_string(),
+        })?;
         targets.push(Target {
             image: i,
             slot: slot.clone(),

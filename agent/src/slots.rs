@@ -29,8 +29,8 @@ pub enum SlotError {
         /// The configured classes, comma separated.
         known: String,
     },
-    /// Every slot of the class is excluded (only the booted slot is left).
-    #[error("no slot of class {class:?} can be installed to: all are booted")]
+    /// Every slot of the class is excluded (booted or read-only).
+    #[error("no slot of class {class:?} can be installed to: the others are booted or read-only")]
     NoCandidate {
         /// The requested class.
         class: String,
@@ -142,6 +142,7 @@ pub fn choose_target<'c>(
     slots
         .into_iter()
         .filter(|s| booted.map_or(true, |b| b.name != s.name))
+        .filter(|s| !s.readonly)
         .min_by_key(|s| {
             let h = info(s);
             match h.installed_at {

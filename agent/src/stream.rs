@@ -169,7 +169,7 @@ pub fn write_image<S: ByteSource + Send>(
 
 /// Writes one verified chunk at `pos`, padding a short last chunk with zeros to a 4 KiB
 /// boundary when the device has room (so the write can use direct I/O).
-fn write_chunk(
+pub(crate) fn write_chunk(
     dev: &mut dyn SlotDevice,
     dev_size: u64,
     pos: u64,

@@ -218,7 +218,8 @@ fn abc_picks_the_never_installed_slot() {
         .slot_bytes("A")
         .iter()
         .all(|&b| b == support::fill_byte(0)));
-    assert_eq!(f.var("ORDER").as_deref(), Some("C B A"));
+    // ORDER is rebuilt as RAUC does: the new slot, then the others in config order.
+    assert_eq!(f.var("ORDER").as_deref(), Some("C A B"));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,283 @@
+//! Streams an image from a plain reader into a slot while hashing it, and reads a slot
+//! back against a whole-image SHA-256. Used for RAUC bundles, whose images are files in
+//! the bundle's squashfs with one SHA-256 each in the signed manifest (flipslot's own
+//! bundles use the per-chunk pipeline in [`crate::stream`]).
+//!
+//! Three threads over a pool of four 1 MiB aligned buffers: the caller's thread reads
+//! (decompressing and, for verity bundles, checking blocks against the hash tree), one
+//! thread hashes, one writes in order with direct I/O. The written image counts only if
+//! its hash matches the manifest; the caller keeps the slot marked bad until then.
+
+use std::io::Read;
+use std::sync::mpsc::sync_channel;
+
+use anyhow::{anyhow, bail, Context, Result};
+use flipslot_image::Sha256Digest;
+use sha2::{Digest, Sha256};
+
+use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};
+use crate::stream::write_chunk;
+
+/// Bytes per buffer.
+const CHUNK: usize = 1 << 20;
+/// Buffers in flight.
+const POOL: usize = 4;
+
+/// Fills `buf` from `r` until it is full or the reader ends; returns the bytes read.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Writes exactly `size` bytes from `r` to `dev` from offset 0 and returns their SHA-256.
+/// `what` names the image in errors; `progress(done, size)` follows the bytes read.
+pub fn write_from_reader(
+    r: &mut dyn Read,
+    size: u64,
+    what: &str,
+    dev: &mut dyn SlotDevice,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Sha256Digest> {
+    let dev_size = dev.size();
+    if size > dev_size {
+        bail!(
+            "{what} ({size} bytes) does not fit {} ({dev_size} bytes)",
+            dev.path().display()
+        );
+    }
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
+    for _ in 0..POOL {
+        free_tx
+            .send(AlignedBuf::new(CHUNK))
+            .map_err(|_| anyhow!("buffer pool closed"))?;
+    }
+    let (hash_tx, hash_rx) = sync_channel::<(AlignedBuf, usize)>(POOL);
+    let (write_tx, write_rx) = sync_channel::<(AlignedBuf, usize)>(POOL);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for (buf, len) in hash_rx {
+                h.update(&buf.as_slice()[..len]);
+                if write_tx.send((buf, len)).is_err() {
+                    break;
+                }
+            }
+            Sha256Digest(h.finalize().into())
+        });
+        let free_back = free_tx.clone();
+        let writer = s.spawn(move || -> Result<u64> {
+            let mut pos = 0u64;
+            for (buf, len) in write_rx {
+                write_chunk(dev, dev_size, pos, &buf, len)?;
+                let before = pos;
+                pos += len as u64;
+                free_back.send(buf).ok();
+                if before < size / 2 && pos >= size / 2 {
+                    crate::failpoint::hit("install-mid-write");
+                }
+            }
+            Ok(pos)
+        });
+
+        let mut done = 0u64;
+        let mut read_err = None;
+        while done < size {
+            let Ok(mut buf) = free_rx.recv() else { break };
+            let want = usize::try_from(size - done).map_or(CHUNK, |l| l.min(CHUNK));
+            match fill(r, &mut buf.as_mut_slice()[..want]) {
+                Ok(n) if n == want => {}
+                Ok(n) => {
+                    read_err = Some(anyhow!(
+                        "{what} ended after {} of {size} bytes",
+                        done + n as u64
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    read_err = Some(
+                        anyhow::Error::new(e)
+                            .context(format!("cannot read {what} at image offset {done}")),
+                    );
+                    break;
+                }
+            }
+            done += want as u64;
+            if hash_tx.send((buf, want)).is_err() {
+                break;
+            }
+            progress(done, size);
+        }
+        drop(hash_tx);
+        drop(free_rx);
+        let digest = hasher
+            .join()
+            .map_err(|_| anyhow!("the hashing thread panicked"))?;
+        let written = writer
+            .join()
+            .map_err(|_| anyhow!("the writing thread panicked"))??;
+        if let Some(e) = read_err {
+            return Err(e);
+        }
+        if written != size {
+            bail!("wrote {written} bytes of the {size}-byte {what}");
+        }
+        Ok(digest)
+    })
+}
+
+/// Reads `size` bytes back from `dev` and checks their SHA-256 against `want`.
+pub fn verify_sha256(
+    dev: &mut dyn SlotDevice,
+    size: u64,
+    want: &Sha256Digest,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let dev_size = dev.size();
+    let path = dev.path().to_path_buf();
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
+    for _ in 0..POOL {
+        free_tx
+            .send(AlignedBuf::new(CHUNK))
+            .map_err(|_| anyhow!("buffer pool closed"))?;
+    }
+    let (full_tx, full_rx) = sync_channel::<Result<(AlignedBuf, usize)>>(POOL);
+    let got = std::thread::scope(|s| -> Result<Sha256Digest> {
+        s.spawn(move || {
+            let mut off = 0u64;
+            while off < size {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let want = usize::try_from(size - off).map_or(CHUNK, |l| l.min(CHUNK));
+                let padded = want.next_multiple_of(IO_ALIGN);
+                let len = if off + padded as u64 <= dev_size {
+                    padded
+                } else {
+                    want
+                };
+                let msg = dev
+                    .read_at(off, &mut buf.as_mut_slice()[..len])
+                    .with_context(|| format!("reading back {} at offset {off}", path.display()))
+                    .map(|()| (buf, want));
+                let failed = msg.is_err();
+                if full_tx.send(msg).is_err() || failed {
+                    return;
+                }
+                off += want as u64;
+            }
+        });
+        let mut h = Sha256::new();
+        let mut done = 0u64;
+        for msg in full_rx {
+            let (buf, len) = msg?;
+            h.update(&buf.as_slice()[..len]);
+            done += len as u64;
+            free_tx.send(buf).ok();
+            progress(done, size);
+        }
+        if done != size {
+            bail!("read back {done} of {size} bytes");
+        }
+        Ok(Sha256Digest(h.finalize().into()))
+    })?;
+    if got != *want {
+        bail!(
+            "the slot holds sha256 {} over the image's {size} bytes, not {}",
+            got.to_hex(),
+            want.to_hex()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    struct MemDev {
+        data: Vec<u8>,
+        path: PathBuf,
+    }
+
+    impl SlotDevice for MemDev {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+            let o = offset as usize;
+            self.data[o..o + buf.len()].copy_from_slice(buf);
+            Ok(())
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            let o = offset as usize;
+            buf.copy_from_slice(&self.data[o..o + buf.len()]);
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn path(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    fn dev(len: usize) -> MemDev {
+        MemDev {
+            data: vec![0xAA; len],
+            path: PathBuf::from("/dev/mem-slot"),
+        }
+    }
+
+    #[test]
+    fn writes_hashes_and_reads_back() {
+        let image: Vec<u8> = (0..(3 * CHUNK + 1234))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut d = dev(4 * CHUNK);
+        let mut seen = 0;
+        let digest = write_from_reader(
+            &mut image.as_slice(),
+            image.len() as u64,
+            "rootfs.img",
+            &mut d,
+            &mut |done, _| seen = done,
+        )
+        .unwrap();
+        assert_eq!(seen, image.len() as u64);
+        assert_eq!(digest.0, <[u8; 32]>::from(Sha256::digest(&image)));
+        assert_eq!(&d.data[..image.len()], &image[..]);
+        verify_sha256(&mut d, image.len() as u64, &digest, &mut |_, _| {}).unwrap();
+        d.data[CHUNK + 5] ^= 1;
+        let e = verify_sha256(&mut d, image.len() as u64, &digest, &mut |_, _| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("not"), "{e:#}");
+    }
+
+    #[test]
+    fn short_reader_and_small_device_fail() {
+        let image = vec![1u8; 5000];
+        let mut d = dev(2 * CHUNK);
+        let e = write_from_reader(&mut image.as_slice(), 9000, "img", &mut d, &mut |_, _| {})
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("ended after 5000 of 9000"),
+            "{e:#}"
+        );
+        let mut small = dev(4096);
+        let e = write_from_reader(
+            &mut image.as_slice(),
+            5000,
+            "img",
+            &mut small,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("does not fit"), "{e:#}");
+    }
+}

@@ -16,9 +16,11 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "flipslot", version, about, long_about = None)]
 pub struct Cli {
-    /// System config file.
-    #[arg(long, global = true, default_value = paths::DEFAULT_CONFIG, value_name = "PATH")]
-    pub config: PathBuf,
+    /// System config file: a flipslot system.toml, or a RAUC system.conf (`*.conf`).
+    /// Default: /etc/flipslot/system.toml, or when that does not exist the first RAUC
+    /// system.conf in /etc/rauc, /run/rauc, /usr/lib/rauc.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Resolve every configured path under this directory (for tests and image builds).
     #[arg(long, global = true, default_value = "/", value_name = "DIR")]
     pub root: PathBuf,
@@ -235,14 +237,13 @@ pub fn run() -> Result<()> {
     let mut cli = Cli::parse();
     // Paths given on the command line are relative to the working directory, not to
     // --root (which only applies to the paths inside the config).
-    cli.config = absolute(&cli.config)?;
+    let config = match &cli.config {
+        Some(c) => absolute(c)?,
+        None => default_config(&Root::new(&cli.root)),
+    };
     cli.cmdline_file = cli.cmdline_file.as_deref().map(absolute).transpose()?;
     cli.socket = cli.socket.as_deref().map(absolute).transpose()?;
-    let mut agent = Agent::load(
-        Root::new(&cli.root),
-        &cli.config,
-        cli.cmdline_file.as_deref(),
-    )?;
+    let mut agent = Agent::load(Root::new(&cli.root), &config, cli.cmdline_file.as_deref())?;
     let socket = cli.socket.clone().unwrap_or_else(|| {
         agent
             .root
@@ -464,6 +465,16 @@ fn mark(agent: &Agent, args: MarkArgs, how: Mark) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// flipslot's own config when it exists, else a RAUC system.conf, else flipslot's path
+/// (so the error names the file flipslot looked for first).
+pub(crate) fn default_config(root: &Root) -> PathBuf {
+    let own = std::path::Path::new(paths::DEFAULT_CONFIG);
+    if root.resolve(own).exists() {
+        return own.to_path_buf();
+    }
+    crate::raucconf::discover(root).unwrap_or_else(|| own.to_path_buf())
 }
 
 fn absolute(p: &std::path::Path) -> Result<PathBuf> {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::install::InstallOptions;
 use crate::ops::{self, Agent, Mark};
-use crate::paths::{self, Root};
+use crate::paths::Root;
 use crate::status::InstallResult;
 
 /// Whether the program was invoked under the name `rauc`.
@@ -117,20 +117,12 @@ pub enum RaucCommand {
 
 /// The config to use: `--conf`, else flipslot's default if present, else RAUC's.
 fn config_path(conf: Option<&Path>, root: &Root) -> Result<PathBuf> {
-    if let Some(c) = conf {
-        return std::path::absolute(c).with_context(|| format!("cannot resolve {}", c.display()));
+    match conf {
+        Some(c) => {
+            std::path::absolute(c).with_context(|| format!("cannot resolve {}", c.display()))
+        }
+        None => Ok(crate::cli::default_config(root)),
     }
-    let flipslot = Path::new(paths::DEFAULT_CONFIG);
-    if root.resolve(flipslot).exists() {
-        return Ok(flipslot.to_path_buf());
-    }
-    crate::raucconf::discover(root).with_context(|| {
-        format!(
-            "no system config: neither {} nor a RAUC system.conf ({}) exists",
-            paths::DEFAULT_CONFIG,
-            paths::RAUC_SYSTEM_CONFS.join(", ")
-        )
-    })
 }
 
 /// Runs the drop-in with the process arguments.

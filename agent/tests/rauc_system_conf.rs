@@ -140,10 +140,14 @@ impl Host {
     }
 
     fn status(&self) -> Output {
+        self.status_with(&["--config", "/etc/rauc/system.conf"])
+    }
+
+    fn status_with(&self, config_args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_flipslot"))
             .arg("--root")
             .arg(self.root.path())
-            .args(["--config", "/etc/rauc/system.conf"])
+            .args(config_args)
             .args(["--cmdline-file", "/cmdline"])
             .args(["status", "--json"])
             .stdin(Stdio::null())
@@ -199,6 +203,34 @@ fn cli_status_reads_the_system_conf() {
             ("rootfs.1", "/dev/disk/by-partlabel/rootfs-b")
         ]
     );
+
+    // Without --config and without /etc/flipslot/system.toml, RAUC's file is found.
+    let out = host.status_with(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["compatible"], "Acme Gateway x86-64");
+    // And the rauc drop-in finds it too, answering in RAUC's JSON shape.
+    let link = host.root.path().join("rauc");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_flipslot"), &link).unwrap();
+    let out = Command::new(&link)
+        .arg("--root")
+        .arg(host.root.path())
+        .args(["--cmdline-file", "/cmdline", "status", "--output-format=json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["booted"], "A", "{r}");
+    assert!(r["slots"][0]["rootfs.0"].is_object(), "{r}");
 }
 
 #[test]

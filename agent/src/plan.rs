@@ -212,3 +212,82 @@ pub fn boot_target<'t>(targets: &'t [Target], booted: Option<&Slot>) -> Option<&
         .and_then(|b| targets.iter().find(|t| t.slot.class == b.class))
         .or_else(|| targets.first())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn versions_are_ordered_leniently() {
+        let v = |s: &str| parse_version(s);
+        assert_eq!(v("1.2.3"), Some(semver::Version::new(1, 2, 3)));
+        assert_eq!(v("2024.05.1"), Some(semver::Version::new(2024, 5, 1)));
+        assert_eq!(v("7"), Some(semver::Version::new(7, 0, 0)));
+        assert!(v("2.0-rc1").unwrap() < v("2.0").unwrap());
+        assert!(v("2024.05.1").unwrap() < v("2024.10").unwrap());
+        for bad in ["", "v1.2", "1..2", "1.2.3.4", "nightly", "1.x"] {
+            assert_eq!(v(bad), None, "{bad}");
+        }
+    }
+
+    fn cfg(extra: &str) -> SystemConfig {
+        SystemConfig::parse(
+            &format!(
+                "compatible = \"x\"\nbootloader = \"grub\"\ngrubenv = \"/g\"\nkeyring = \"/k\"\n\
+                 data-directory = \"/d\"\n{extra}[[slot.rootfs]]\ndevice = \"/dev/a\"\nbootname = \"A\"\n\
+                 [[slot.rootfs]]\ndevice = \"/dev/b\"\nbootname = \"B\"\n"
+            ),
+            Path::new("/etc/flipslot/system.toml"),
+        )
+        .unwrap()
+    }
+
+    fn facts(version: &str) -> BundleFacts {
+        BundleFacts {
+            compatible: "x".into(),
+            version: version.into(),
+            classes: vec!["rootfs".into()],
+        }
+    }
+
+    fn booted_at(version: &str) -> StatusFile {
+        let mut s = StatusFile::default();
+        s.slots.insert(
+            "rootfs.0".into(),
+            crate::status::SlotRecord {
+                bundle_version: Some(version.into()),
+                compatible: "x".into(),
+                manifest_sha256: None,
+                image_sha256: None,
+                installed_at: Some(1),
+                result: InstallResult::Ok,
+                message: None,
+                trial: Default::default(),
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn rauc_style_versions_min_version_and_unordered() {
+        let c = cfg("");
+        let a = c.slot_by_name("rootfs.0");
+        let st = booted_at("2024.05.1");
+        let t = plan(&c, &facts("2024.06"), a, &st, false).unwrap();
+        assert_eq!(t[0].slot.name, "rootfs.1");
+        assert!(matches!(
+            plan(&c, &facts("2024.04"), a, &st, false),
+            Err(PlanError::Downgrade { .. })
+        ));
+        assert!(matches!(
+            plan(&c, &facts("nightly"), a, &st, false),
+            Err(PlanError::Unordered { .. })
+        ));
+        assert!(plan(&c, &facts("nightly"), a, &st, true).is_ok());
+        let c = cfg("[rauc-bundles]\nmin-bundle-version = \"3.0\"\n");
+        let e = plan(&c, &facts("2.9.9"), None, &StatusFile::default(), true).unwrap_err();
+        assert!(e.to_string().contains("min-bundle-version 3.0"), "{e}");
+        assert!(plan(&c, &facts("3.0.0"), None, &StatusFile::default(), false).is_ok());
+    }
+}

@@ -158,6 +158,30 @@ mod tests {
     }
 
     #[test]
+    fn trial_the_bootloader_gave_up_on_is_a_failed_trial() {
+        // U-Boot: B's attempts ran out (reads bad), A booted again, no check recorded.
+        let c = cfg();
+        let st = ab(&[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ]);
+        let a = assess(
+            &c,
+            c.slot_by_bootname("A"),
+            &st,
+            &status(Some(Trial::default())),
+        );
+        assert_eq!(a.kind, BootKind::Routine);
+        assert_eq!(a.failed_trials.len(), 1);
+        assert_eq!(a.failed_trials[0].slot.name, "rootfs.1");
+        assert_eq!(a.failed_trials[0].reason, ATTEMPTS_USED_UP);
+        assert!(!a.failed_trials[0].needs_mark_bad);
+    }
+
+    #[test]
     fn first_boot_of_new_slot_is_a_trial() {
         let c = cfg();
         let st = ab(&[

@@ -138,6 +138,7 @@ pub fn install<S: ByteSource + Send>(
     let manifest = bundle.manifest().clone();
     let facts = plan::BundleFacts::from(&manifest);
     let sizes = manifest.images.iter().map(|i| i.size).collect();
+    let sha256s = manifest.images.iter().map(|i| i.sha256.to_hex()).collect();
     let manifest_sha256 = bundle.manifest_sha256().to_hex();
     let mut writer = FlipslotWriter {
         bundle: &mut bundle,
@@ -148,6 +149,7 @@ pub fn install<S: ByteSource + Send>(
             what: &what,
             facts: &facts,
             sizes,
+            sha256s,
             manifest_sha256,
         },
         &mut writer,
@@ -211,6 +213,7 @@ pub fn install_rauc<S: ByteSource + Send>(
         classes: m.images.iter().map(|i| i.class.clone()).collect(),
     };
     let sizes = m.images.iter().map(|i| i.size).collect();
+    let sha256s = m.images.iter().map(|i| i.sha256.to_hex()).collect();
     let manifest_sha256 = bundle.manifest_sha256().to_hex();
     let mut writer = RaucWriter {
         bundle: &mut bundle,
@@ -221,6 +224,7 @@ pub fn install_rauc<S: ByteSource + Send>(
             what: &what,
             facts: &facts,
             sizes,
+            sha256s,
             manifest_sha256,
         },
         &mut writer,
@@ -235,6 +239,8 @@ struct Verified<'a> {
     facts: &'a plan::BundleFacts,
     /// Image sizes, in bundle order.
     sizes: Vec<u64>,
+    /// Image SHA-256s (hex), in bundle order.
+    sha256s: Vec<String>,
     manifest_sha256: String,
 }
 
@@ -364,6 +370,18 @@ fn run(
 
     // Open and check every target before changing anything.
     let mut devices = Vec::new();
+    // RAUC's install-same=false: a slot that already holds this very image (recorded
+    // as a good install) is not written again; it is only activated.
+    let skip: Vec<bool> = targets
+        .iter()
+        .map(|t| {
+            !t.slot.install_same
+                && status.slots.get(&t.slot.name).is_some_and(|r| {
+                    r.result == InstallResult::Ok
+                        && r.image_sha256.as_deref() == Some(bundle.sha256s[t.image].as_str())
+                })
+        })
+        .collect();
     for t in &targets {
         devices.push(open_target(
             env,
@@ -383,7 +401,12 @@ fn run(
 
     // Step 1: out of rotation, and recorded as interrupted until proven otherwise.
     let started = env.clock.now_unix();
-    for t in &targets {
+    for t in targets
+        .iter()
+        .zip(&skip)
+        .filter(|(_, s)| !**s)
+        .map(|(t, _)| t)
+    {
         env.bootloader
             .mark_bad(&t.slot.bootname)
             .with_context(|| format!("cannot mark slot {} bad", t.slot.name))?;
@@ -406,7 +429,22 @@ fn run(
 
     // Step 2: write and verify.
     let mut images = Vec::new();
-    for (t, dev) in targets.iter().zip(devices.iter_mut()) {
+    for ((t, dev), skipped) in targets.iter().zip(devices.iter_mut()).zip(&skip) {
+        if *skipped {
+            log::info!(
+                "slot {} already holds image {} (install-same=false): not written again",
+                t.slot.name,
+                bundle.sha256s[t.image]
+            );
+            images.push(InstalledImage {
+                class: facts.classes[t.image].clone(),
+                slot: t.slot.name.clone(),
+                device: t.slot.device.clone(),
+                size: bundle.sizes[t.image],
+                sha256: bundle.sha256s[t.image].clone(),
+            });
+            continue;
+        }
         let r = writer.write(t, dev.as_mut(), opts, progress);
         match r {
             Ok(img) => images.push(img),
@@ -429,7 +467,12 @@ fn run(
     crate::failpoint::hit("install-before-record");
     // Step 3: record success.
     let finished = env.clock.now_unix();
-    for img in &images {
+    for img in images.iter().filter(|i| {
+        !targets
+            .iter()
+            .zip(&skip)
+            .any(|(t, s)| *s && t.slot.name == i.slot)
+    }) {
         if let Some(rec) = status.slots.get_mut(&img.slot) {
             rec.image_sha256 = Some(img.sha256.clone());
             rec.installed_at = Some(finished);

@@ -507,3 +507,47 @@ fn rauc_system_conf_with_custom_backend() {
     assert_eq!(v["boot_primary"], "rootfs.1", "{v}");
     assert_eq!(f.slot_bytes("B")[..m.image.len()], m.image[..]);
 }
+
+#[test]
+fn install_same_false_skips_a_slot_that_holds_the_image() {
+    let d = scratch();
+    let Some(m) = material(d.path()) else { return };
+    let f = Fixture::new();
+    let conf = system_conf(
+        f.path(),
+        &m,
+        &f.device("A"),
+        &f.device("B"),
+        &format!("bootloader=grub\ngrubenv={}\n", f.grubenv_path().display()),
+    );
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("bootname=B\n", "bootname=B\ninstall-same=false\n");
+    std::fs::write(&conf, text).unwrap();
+    let Some(bundle) = m.bundle("verity.raucb", spec("verity")) else {
+        return;
+    };
+    let install = || {
+        Command::new(env!("CARGO_BIN_EXE_flipslot"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("--cmdline-file")
+            .arg(f.cmdline_path())
+            .args(["install", "--no-daemon"])
+            .arg(&bundle)
+            .env("FLIPSLOT_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = install();
+    expect_success(&out);
+    assert_eq!(f.slot_bytes("B")[..m.image.len()], m.image[..]);
+    // Out of rotation again (e.g. rolled back): the same bundle only reactivates it.
+    expect_success(&f.run(["mark-bad", "B"]));
+    let out = install();
+    expect_success(&out);
+    let err = support::stderr(&out);
+    assert!(err.contains("not written again"), "{err}");
+    assert_eq!(f.primary().as_deref(), Some("B"), "still activated");
+}

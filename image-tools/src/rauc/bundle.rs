@@ -5,7 +5,8 @@
 //!
 //! * `plain`: the CMS is a detached signature over the whole payload (a squashfs). The
 //!   payload is hashed as a stream and the signature checked before the squashfs is
-//!   opened; `manifest.raucm` is then read from the squashfs.
+//!   opened; `manifest.raucm` is then read from the squashfs, every read checked against
+//!   block hashes taken in the same pass ([`super::plain`]).
 //! * `verity`: the CMS encapsulates the manifest, which carries the root hash, salt and
 //!   size of the dm-verity tree that follows the squashfs. Every block read from the
 //!   squashfs afterwards is checked against that tree ([`super::verity`]).
@@ -18,8 +19,9 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use sha2::Digest;
 
-use super::cms::{self, DigestAlg, SignedData, Signer};
+use super::cms::{self, SignedData, Signer};
 use super::manifest::{BundleFormat, RaucImage, RaucManifest};
+use super::plain::{hash_payload, PlainPayload};
 use super::verity::VerifiedSource;
 use super::x509::{TrustStore, VerifyOptions};
 use crate::source::ByteSource;
@@ -124,35 +126,26 @@ pub fn looks_like_rauc(head: &[u8]) -> bool {
 /// Where the payload's bytes come from: straight from the bundle (plain, already
 /// verified as a whole) or through the hash tree (verity).
 enum Payload<S: ByteSource> {
-    Plain { source: S, size: u64 },
+    Plain(PlainPayload<S>),
     Verity(Box<VerifiedSource<S>>),
 }
 
 impl<S: ByteSource> ByteSource for Payload<S> {
     fn size(&self) -> Option<u64> {
         match self {
-            Payload::Plain { size, .. } => Some(*size),
+            Payload::Plain(p) => p.size(),
             Payload::Verity(v) => v.size(),
         }
     }
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         match self {
-            Payload::Plain { source, size } => {
-                let end = offset.checked_add(buf.len() as u64);
-                if !end.is_some_and(|e| e <= *size) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("read at {offset} past the end of the {size}-byte payload"),
-                    ));
-                }
-                source.read_exact_at(offset, buf)
-            }
+            Payload::Plain(p) => p.read_exact_at(offset, buf),
             Payload::Verity(v) => v.read_exact_at(offset, buf),
         }
     }
     fn describe(&self) -> String {
         match self {
-            Payload::Plain { source, .. } => source.describe(),
+            Payload::Plain(p) => p.describe(),
             Payload::Verity(v) => v.describe(),
         }
     }
@@ -294,15 +287,12 @@ impl<S: ByteSource + Send> RaucBundle<S> {
                 ));
             }
             let alg = sd.digest_algorithm().map_err(sig_err)?;
-            let digest = hash_range(&mut source, payload_size, alg, progress)
+            let (digest, blocks) = hash_payload(&mut source, payload_size, alg, progress)
                 .map_err(|e| io_err("the payload", e))?;
             let signer = sd
                 .verify_detached(&digest, store, opts, now)
                 .map_err(sig_err)?;
-            let mut payload = Payload::Plain {
-                source,
-                size: payload_size,
-            };
+            let mut payload = Payload::Plain(PlainPayload::new(source, payload_size, blocks));
             let text = read_file_named(&mut payload, "manifest.raucm", MAX_MANIFEST_LEN).map_err(
                 |reason| RaucBundleError::Squashfs {
                     what: what.clone(),
@@ -406,27 +396,6 @@ fn parse_manifest(what: &str, text: &[u8]) -> Result<RaucManifest, RaucBundleErr
         what: what.to_string(),
         source,
     })
-}
-
-/// Hashes `[0, len)` of `source` with `alg`, in 1 MiB reads.
-fn hash_range<S: ByteSource>(
-    source: &mut S,
-    len: u64,
-    alg: DigestAlg,
-    progress: &mut dyn FnMut(u64, u64),
-) -> io::Result<Vec<u8>> {
-    const STEP: usize = 1 << 20;
-    let mut h = alg.hasher();
-    let mut buf = vec![0u8; STEP];
-    let mut off = 0u64;
-    while off < len {
-        let n = usize::try_from(len - off).map_or(STEP, |l| l.min(STEP));
-        source.read_exact_at(off, &mut buf[..n])?;
-        h.update(&buf[..n]);
-        off += n as u64;
-        progress(off, len);
-    }
-    Ok(h.finalize())
 }
 
 /// Opens the squashfs over `payload` and calls `f` with the file `name` in its root.

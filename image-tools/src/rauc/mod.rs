@@ -8,5 +8,6 @@
 pub mod bundle;
 pub mod cms;
 pub mod manifest;
+pub mod plain;
 pub mod verity;
 pub mod x509;

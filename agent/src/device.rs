@@ -196,6 +196,49 @@ impl SlotDevices for HostDevices {
     }
 }
 
+/// A slot in memory, for unit tests of the data paths.
+#[cfg(test)]
+pub(crate) struct MemDevice {
+    /// The slot's bytes.
+    pub data: Vec<u8>,
+    /// The name it reports.
+    pub path: PathBuf,
+}
+
+#[cfg(test)]
+impl MemDevice {
+    /// `len` bytes of `fill`, named `/dev/mem-slot`.
+    pub fn new(len: usize, fill: u8) -> MemDevice {
+        MemDevice {
+            data: vec![fill; len],
+            path: PathBuf::from("/dev/mem-slot"),
+        }
+    }
+}
+
+#[cfg(test)]
+impl SlotDevice for MemDevice {
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let o = offset as usize;
+        self.data[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let o = offset as usize;
+        buf.copy_from_slice(&self.data[o..o + buf.len()]);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,40 +199,10 @@ pub fn verify_sha256(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
+    use crate::device::MemDevice;
 
-    struct MemDev {
-        data: Vec<u8>,
-        path: PathBuf,
-    }
-
-    impl SlotDevice for MemDev {
-        fn size(&self) -> u64 {
-            self.data.len() as u64
-        }
-        fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-            let o = offset as usize;
-            self.data[o..o + buf.len()].copy_from_slice(buf);
-            Ok(())
-        }
-        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            let o = offset as usize;
-            buf.copy_from_slice(&self.data[o..o + buf.len()]);
-            Ok(())
-        }
-        fn sync(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn path(&self) -> &Path {
-            &self.path
-        }
-    }
-
-    fn dev(len: usize) -> MemDev {
-        MemDev {
-            data: vec![0xAA; len],
-            path: PathBuf::from("/dev/mem-slot"),
-        }
+    fn dev(len: usize) -> MemDevice {
+        MemDevice::new(len, 0xAA)
     }
 
     #[test]

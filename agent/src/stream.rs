@@ -306,38 +306,11 @@ pub fn verify_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::MemDevice;
     use flipslot_image::builder::{build, BuildOptions, ImageInput};
     use flipslot_image::source::FileSource;
     use flipslot_image::{keys, Compression, Keyring, VerifyPolicy};
-    use std::path::{Path, PathBuf};
-
-    /// A slot in memory.
-    struct MemDevice {
-        data: Vec<u8>,
-        path: PathBuf,
-    }
-
-    impl SlotDevice for MemDevice {
-        fn size(&self) -> u64 {
-            self.data.len() as u64
-        }
-        fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-            let o = offset as usize;
-            self.data[o..o + buf.len()].copy_from_slice(buf);
-            Ok(())
-        }
-        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            let o = offset as usize;
-            buf.copy_from_slice(&self.data[o..o + buf.len()]);
-            Ok(())
-        }
-        fn sync(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn path(&self) -> &Path {
-            &self.path
-        }
-    }
+    use std::path::PathBuf;
 
     #[test]
     fn write_then_verify_and_detect_a_changed_chunk() {

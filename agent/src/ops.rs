@@ -278,13 +278,14 @@ pub fn install_file(
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
     // A file too short for the magic is left to the flipslot reader, which says how it
     // is truncated.
-    let mut head = [0u8; 4];
+    let mut head = [0u8; 8];
     let rauc = match source.read_exact_at(0, &mut head) {
-        Ok(()) => flipslot_image::rauc::bundle::looks_like_rauc(&head),
+        Ok(()) => flipslot_image::rauc::bundle::is_rauc_candidate(&head, &bundle.to_string_lossy()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
         Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("cannot read bundle {}", bundle.display())))
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot read bundle {}", bundle.display()))
+            )
         }
     };
     install_source(agent, source, rauc, opts, progress)

@@ -336,3 +336,48 @@ fn signer_policy_is_enforced() {
         assert!(err.contains("bundle-formats"), "{err}");
     }
 }
+
+#[test]
+fn crypt_bundles_are_refused_as_not_supported_yet() {
+    let Some(s) = setup() else { return };
+    let Some(crypt) = s.bundle(
+        "crypt.raucb",
+        &BundleSpec {
+            format: "crypt",
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    // As `rauc bundle` leaves it (payload encrypted, manifest signed), then encrypted for
+    // a recipient by `rauc encrypt` (the CMS becomes EnvelopedData).
+    let encrypted = s.work.join("crypt-encrypted.raucb");
+    rauc_support::run(&[
+        "rauc",
+        "encrypt",
+        "--to",
+        s.pki.cert("signer").to_str().unwrap(),
+        "--keyring",
+        s.pki.keyring().to_str().unwrap(),
+        crypt.to_str().unwrap(),
+        encrypted.to_str().unwrap(),
+    ])
+    .unwrap();
+    for b in [&crypt, &encrypted] {
+        let err = open(&s, b).unwrap_err().to_string();
+        assert!(
+            err.contains("crypt bundle") && err.contains("not install crypt bundles yet"),
+            "{}: {err}",
+            b.display()
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_flipslot-image"))
+            .args(["info", "--keyring"])
+            .arg(s.pki.keyring())
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("crypt bundle"), "{e}");
+    }
+}

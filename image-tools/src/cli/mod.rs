@@ -160,13 +160,16 @@ fn open_verified(path: &Path, trust: &TrustArgs) -> anyhow::Result<(Bundle<FileS
 /// Whether the file at `path` starts like a RAUC bundle (a squashfs).
 fn is_rauc_bundle(path: &Path) -> anyhow::Result<bool> {
     use std::io::Read as _;
-    let mut head = [0u8; 4];
+    let mut head = [0u8; 8];
     let mut f = std::fs::File::open(path)
         .with_context(|| format!("cannot open bundle {}", path.display()))?;
     let n = f
         .read(&mut head)
         .with_context(|| format!("cannot read bundle {}", path.display()))?;
-    Ok(crate::rauc::bundle::looks_like_rauc(&head[..n]))
+    Ok(crate::rauc::bundle::is_rauc_candidate(
+        &head[..n],
+        &path.to_string_lossy(),
+    ))
 }
 
 fn open_file(path: &Path) -> anyhow::Result<FileSource> {

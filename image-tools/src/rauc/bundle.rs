@@ -118,9 +118,18 @@ impl Default for AllowedFormats {
     }
 }
 
-/// Whether `head` (the first bytes of a file) looks like a RAUC bundle.
+/// Whether `head` (the first bytes of a file) looks like a RAUC bundle (its payload is a
+/// squashfs). An encrypted (crypt) bundle does not: callers may also go by the name
+/// (`.raucb`) when the bytes are not a flipslot bundle either ([`is_rauc_candidate`]).
 pub fn looks_like_rauc(head: &[u8]) -> bool {
     head.starts_with(&SQUASHFS_MAGIC)
+}
+
+/// Whether a bundle should be read as a RAUC bundle: it starts with a squashfs, or it is
+/// named `*.raucb` and does not start with flipslot's magic (a crypt bundle, or damage
+/// that the RAUC reader then names).
+pub fn is_rauc_candidate(head: &[u8], name: &str) -> bool {
+    looks_like_rauc(head) || (!head.starts_with(&crate::format::MAGIC) && name.ends_with(".raucb"))
 }
 
 /// Where the payload's bytes come from: straight from the bundle (plain, already
@@ -235,15 +244,6 @@ impl<S: ByteSource + Send> RaucBundle<S> {
                 "{bundle_size} bytes is too short for a RAUC bundle"
             )));
         }
-        let mut head = [0u8; 4];
-        source
-            .read_exact_at(0, &mut head)
-            .map_err(|e| io_err("the squashfs magic", e))?;
-        if !looks_like_rauc(&head) {
-            return Err(layout(
-                "it does not start with a squashfs superblock (hsqs): not a RAUC bundle".into(),
-            ));
-        }
         let mut trailer = [0u8; 8];
         source
             .read_exact_at(bundle_size - TRAILER_LEN, &mut trailer)
@@ -274,6 +274,13 @@ impl<S: ByteSource + Send> RaucBundle<S> {
                     .into(),
             });
         }
+        let mut head = [0u8; 4];
+        source
+            .read_exact_at(0, &mut head)
+            .map_err(|e| io_err("the squashfs magic", e))?;
+        let not_squashfs = || {
+            layout("it does not start with a squashfs superblock (hsqs): not a RAUC bundle".into())
+        };
         let sd = SignedData::from_der(&der).map_err(sig_err)?;
         let format_err = |reason: String| RaucBundleError::Format {
             what: what.clone(),
@@ -281,6 +288,9 @@ impl<S: ByteSource + Send> RaucBundle<S> {
         };
 
         if sd.is_detached() {
+            if !looks_like_rauc(&head) {
+                return Err(not_squashfs());
+            }
             if !allowed.plain {
                 return Err(format_err(
                     "it is a plain bundle, and bundle-formats does not allow plain".into(),
@@ -327,6 +337,9 @@ impl<S: ByteSource + Send> RaucBundle<S> {
             }
             let manifest = parse_manifest(&what, &text)?;
             let params = match (manifest.format, &manifest.verity) {
+                (BundleFormat::Verity, Some(_)) if !looks_like_rauc(&head) => {
+                    return Err(not_squashfs())
+                }
                 (BundleFormat::Verity, Some(p)) => p.clone(),
                 (BundleFormat::Crypt, _) => {
                     return Err(format_err(

@@ -177,6 +177,23 @@ fn info_agrees_with_rauc_info_field_by_field() {
             assert_eq!(&ours[k], v, "{format}: field {k} differs: ours {ours}");
         }
         assert_eq!(ours["format"], format);
+        // `verify` reads everything: signature, payload blocks, image hashes.
+        let v = Command::new(env!("CARGO_BIN_EXE_flipslot-image"))
+            .args(["verify", "--keyring"])
+            .arg(&keyring)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&v.stdout);
+        assert!(v.status.success() && text.contains(": OK, RAUC"), "{text}");
+        let bad = flipped(&path, 2 << 20, &s.work.join(format!("{format}-bad.raucb")));
+        let v = Command::new(env!("CARGO_BIN_EXE_flipslot-image"))
+            .args(["verify", "--keyring"])
+            .arg(&keyring)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!v.status.success(), "a modified bundle verified");
         // And the text form names the signer.
         let text = Command::new(env!("CARGO_BIN_EXE_flipslot-image"))
             .args(["info", "--keyring"])

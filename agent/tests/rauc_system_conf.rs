@@ -219,7 +219,12 @@ fn cli_status_reads_the_system_conf() {
     let out = Command::new(&link)
         .arg("--root")
         .arg(host.root.path())
-        .args(["--cmdline-file", "/cmdline", "status", "--output-format=json"])
+        .args([
+            "--cmdline-file",
+            "/cmdline",
+            "status",
+            "--output-format=json",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -53,8 +53,13 @@ pub enum Command {
     /// Verifies the signatures, checks compatible and version, marks the target slot bad,
     /// writes every chunk after checking its hash, reads the slot back, records the result
     /// in the status file, then makes the slot primary for the next boot.
+    ///
+    /// RAUC bundles (.raucb, plain or verity) are verified against the X.509 keyring
+    /// (`[x509-keyring]`, or `[keyring]` of a RAUC system.conf) and installed the same way;
+    /// see docs/migrating-from-rauc.md.
     Install {
-        /// The bundle file (.fsb), or an http:// or https:// URL to stream it from.
+        /// The bundle file (.fsb or .raucb), or an http:// or https:// URL to stream it
+        /// from (a URL ending in .raucb is read as a RAUC bundle).
         bundle: PathBuf,
         /// Install even if the bundle is older than the booted slot's version.
         #[arg(long)]

@@ -172,20 +172,15 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             if no_verify {
                 bail!("--no-verify is not supported: flipslot always verifies the signature");
             }
-            let agent = load()?;
-            let (store, mut options) = match &cli.keyring {
+            // With --keyring no system config is needed (as on a build host).
+            let (store, options) = match &cli.keyring {
                 Some(k) => (
                     flipslot_image::rauc::x509::TrustStore::load(Some(k), None)
                         .with_context(|| format!("cannot load keyring {}", k.display()))?,
                     flipslot_image::rauc::x509::VerifyOptions::default(),
                 ),
-                None => agent.x509_trust()?,
+                None => load()?.x509_trust()?,
             };
-            if cli.keyring.is_some() {
-                if let Some(k) = &agent.cfg.x509_keyring {
-                    options.purpose = k.check_purpose.parse().unwrap_or_default();
-                }
-            }
             let source = flipslot_image::source::FileSource::open(&bundle)
                 .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
             let now = std::time::SystemTime::now()

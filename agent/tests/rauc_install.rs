@@ -267,6 +267,26 @@ fn rauc_system_conf_and_cli_drop_in_with_grub() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["compatible"], COMPATIBLE);
     assert_eq!(info["images"][0]["rootfs"]["size"], m.image.len());
+    // With --keyring and no config, byte for byte what the real rauc prints.
+    let keyring = m.pki.keyring();
+    let ours = Command::new(&dropin)
+        .args(["info", "--output-format=json", "--keyring"])
+        .arg(&keyring)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    expect_success(&ours);
+    let theirs = Command::new("rauc")
+        .args(["info", "--output-format=json", "--keyring"])
+        .arg(&keyring)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    expect_success(&theirs);
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout).trim(),
+        String::from_utf8_lossy(&theirs.stdout).trim()
+    );
 
     let out = rauc(
         &dropin,

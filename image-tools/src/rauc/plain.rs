@@ -58,14 +58,26 @@ pub fn hash_payload<S: ByteSource>(
         });
         let mut off = 0u64;
         let mut result = Ok(());
+        // Buffers are reused once both hashing threads have dropped them: with 4 queued
+        // and 1 in work per thread, a chunk sent RING chunks ago is free, so taking it
+        // back succeeds (a fresh buffer is the fallback, never a wait).
+        const RING: usize = 8;
+        let mut ring: std::collections::VecDeque<Arc<Vec<u8>>> = Default::default();
         while off < size {
             let n = (size - off).min(STEP) as usize;
-            let mut buf = vec![0u8; n];
+            let reused = if ring.len() >= RING {
+                ring.pop_front().and_then(|a| Arc::try_unwrap(a).ok())
+            } else {
+                None
+            };
+            let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(STEP as usize));
+            buf.resize(n, 0);
             if let Err(e) = source.read_exact_at(off, &mut buf) {
                 result = Err(e);
                 break;
             }
             let buf = Arc::new(buf);
+            ring.push_back(Arc::clone(&buf));
             if sig_tx.send(Arc::clone(&buf)).is_err() || blk_tx.send(buf).is_err() {
                 result = Err(io::Error::other("a hashing thread stopped"));
                 break;
@@ -86,12 +98,22 @@ pub fn hash_payload<S: ByteSource>(
 }
 
 /// The payload, every read checked against the block hashes of [`hash_payload`].
+///
+/// A worker thread hashes blocks. When block `i` is loaded, block `i + 1` is read and
+/// handed to the worker right away, so hashing the next block overlaps with the caller
+/// using this one (sequential image reads run at hashing speed on a second core).
 pub struct PlainPayload<S: ByteSource> {
     source: S,
     size: u64,
     blocks: Vec<[u8; 32]>,
     cached: Option<u64>,
     cache: Vec<u8>,
+    /// A block read ahead and being hashed by the worker.
+    pending: Option<u64>,
+    /// Spare buffers.
+    spare: Vec<Vec<u8>>,
+    to_worker: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    from_worker: std::sync::mpsc::Receiver<(Vec<u8>, [u8; 32])>,
 }
 
 impl<S: ByteSource> std::fmt::Debug for PlainPayload<S> {
@@ -106,39 +128,96 @@ impl<S: ByteSource> std::fmt::Debug for PlainPayload<S> {
 impl<S: ByteSource> PlainPayload<S> {
     /// Wraps `source`, whose first `size` bytes hashed to `blocks`.
     pub fn new(source: S, size: u64, blocks: Vec<[u8; 32]>) -> Self {
+        let (to_worker, jobs) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (done, from_worker) = std::sync::mpsc::channel();
+        // Ends when `to_worker` is dropped (with the payload).
+        std::thread::spawn(move || {
+            for buf in jobs {
+                let hash: [u8; 32] = Sha256::digest(&buf).into();
+                if done.send((buf, hash)).is_err() {
+                    break;
+                }
+            }
+        });
         PlainPayload {
             source,
             size,
             blocks,
             cached: None,
             cache: Vec::new(),
+            pending: None,
+            spare: Vec::new(),
+            to_worker: Some(to_worker),
+            from_worker,
         }
+    }
+
+    fn block_len(&self, index: u64) -> usize {
+        let start = index * BLOCK;
+        (self.size.saturating_sub(start)).min(BLOCK) as usize
+    }
+
+    /// Reads block `index` into a buffer and hands it to the worker.
+    fn start(&mut self, index: u64) -> io::Result<()> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.resize(self.block_len(index), 0);
+        self.source.read_exact_at(index * BLOCK, &mut buf)?;
+        self.to_worker
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the block hashing thread is gone"))?
+            .send(buf)
+            .map_err(|_| io::Error::other("the block hashing thread stopped"))?;
+        self.pending = Some(index);
+        Ok(())
+    }
+
+    /// The worker's result for the pending block.
+    fn finish(&mut self) -> io::Result<(Vec<u8>, [u8; 32])> {
+        self.pending = None;
+        self.from_worker
+            .recv()
+            .map_err(|_| io::Error::other("the block hashing thread stopped"))
     }
 
     fn load(&mut self, index: u64) -> io::Result<()> {
         if self.cached == Some(index) {
             return Ok(());
         }
-        let start = index * BLOCK;
-        let len = (self.size - start).min(BLOCK) as usize;
         self.cached = None;
-        self.cache.resize(len, 0);
-        self.source.read_exact_at(start, &mut self.cache)?;
-        let got: [u8; 32] = Sha256::digest(&self.cache).into();
+        match self.pending {
+            Some(p) if p == index => {}
+            Some(_) => {
+                let (buf, _) = self.finish()?;
+                self.spare.push(buf);
+                self.start(index)?;
+            }
+            None => self.start(index)?,
+        }
+        let (buf, got) = self.finish()?;
         let want = usize::try_from(index)
             .ok()
             .and_then(|i| self.blocks.get(i))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no hash for the block"))?;
         if &got != want {
+            self.spare.push(buf);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "payload block {index} (bundle offset {start}) changed after the signature \
-                     was checked: the bundle was modified while it was read"
+                    "payload block {index} (bundle offset {}) changed after the signature \
+                     was checked: the bundle was modified while it was read",
+                    index * BLOCK
                 ),
             ));
         }
+        let old = std::mem::replace(&mut self.cache, buf);
+        if old.capacity() > 0 {
+            self.spare.push(old);
+        }
         self.cached = Some(index);
+        // Read ahead: the next block is hashed while this one is used.
+        if (index + 1) * BLOCK < self.size {
+            self.start(index + 1)?;
+        }
         Ok(())
     }
 }
@@ -225,6 +304,18 @@ mod tests {
         p.cached = None;
         let e = p.read_exact_at(0, &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert!(e.to_string().contains("block 0"), "{e}");
+        assert!(e.to_string().contains("block 0 (bundle offset 0)"), "{e}");
+        // Sequential reads across every block (read-ahead in use), after a fresh start.
+        p.source.0[10] ^= 1;
+        let mut all = vec![0u8; len];
+        for (i, chunk) in all.chunks_mut(100_000).enumerate() {
+            p.read_exact_at((i * 100_000) as u64, chunk).unwrap();
+        }
+        assert!(all == data);
+        p.source.0[len - 1] ^= 1;
+        p.cached = None;
+        let e = p.read_exact_at(len as u64 - 1, &mut tail[..1]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("block 2"), "{e}");
     }
 }

@@ -285,7 +285,12 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
     ) -> Result<InstalledImage> {
         let img = self.bundle.manifest().images[t.image].clone();
         let phase = format!("write {}", t.slot.name);
-        let mut result: Option<Result<flipslot_image::Sha256Digest>> = None;
+        // The bytes come through the bundle's checks (every verity block against the
+        // tree, every plain block against the hashes taken with the signature), so they
+        // are the signed ones. The manifest's SHA-256 is still checked once: on read-back,
+        // or, without read-back, while writing.
+        let hash_now = !opts.read_back;
+        let mut result: Option<Result<Option<flipslot_image::Sha256Digest>>> = None;
         self.bundle
             .with_image_reader(t.image, |r| {
                 result = Some(crate::rawstream::write_from_reader(
@@ -293,20 +298,21 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
                     img.size,
                     &img.filename,
                     &mut *dev,
+                    hash_now,
                     &mut |d, n| progress.update(&phase, d, n),
                 ));
                 Ok(())
             })
             .with_context(|| format!("cannot read image {} from the bundle", img.filename))?;
-        let got = result.context("the image was not read")??;
-        if got != img.sha256 {
-            bail!(
-                "image {} has sha256 {}, but the signed manifest says {} \
-                 (the bundle changed while it was read)",
-                img.filename,
-                got.to_hex(),
-                img.sha256.to_hex()
-            );
+        if let Some(got) = result.context("the image was not read")?? {
+            if got != img.sha256 {
+                bail!(
+                    "image {} has sha256 {}, but the signed manifest says {}",
+                    img.filename,
+                    got.to_hex(),
+                    img.sha256.to_hex()
+                );
+            }
         }
         dev.sync()
             .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;

@@ -37,15 +37,17 @@ fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Writes exactly `size` bytes from `r` to `dev` from offset 0 and returns their SHA-256.
-/// `what` names the image in errors; `progress(done, size)` follows the bytes read.
+/// Writes exactly `size` bytes from `r` to `dev` from offset 0; with `hash`, also returns
+/// their SHA-256 (computed on a thread of its own). `what` names the image in errors;
+/// `progress(done, size)` follows the bytes read.
 pub fn write_from_reader(
     r: &mut dyn Read,
     size: u64,
     what: &str,
     dev: &mut dyn SlotDevice,
+    hash: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Sha256Digest> {
+) -> Result<Option<Sha256Digest>> {
     let dev_size = dev.size();
     if size > dev_size {
         bail!(
@@ -63,14 +65,16 @@ pub fn write_from_reader(
     let (write_tx, write_rx) = sync_channel::<(AlignedBuf, usize)>(POOL);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
+            let mut h = hash.then(Sha256::new);
             for (buf, len) in hash_rx {
-                h.update(&buf.as_slice()[..len]);
+                if let Some(h) = h.as_mut() {
+                    h.update(&buf.as_slice()[..len]);
+                }
                 if write_tx.send((buf, len)).is_err() {
                     break;
                 }
             }
-            Sha256Digest(h.finalize().into())
+            h.map(|h| Sha256Digest(h.finalize().into()))
         });
         let free_back = free_tx.clone();
         let writer = s.spawn(move || -> Result<u64> {
@@ -217,8 +221,10 @@ mod tests {
             image.len() as u64,
             "rootfs.img",
             &mut d,
+            true,
             &mut |done, _| seen = done,
         )
+        .unwrap()
         .unwrap();
         assert_eq!(seen, image.len() as u64);
         assert_eq!(digest.0, <[u8; 32]>::from(Sha256::digest(&image)));
@@ -233,8 +239,15 @@ mod tests {
     fn short_reader_and_small_device_fail() {
         let image = vec![1u8; 5000];
         let mut d = dev(2 * CHUNK);
-        let e = write_from_reader(&mut image.as_slice(), 9000, "img", &mut d, &mut |_, _| {})
-            .unwrap_err();
+        let e = write_from_reader(
+            &mut image.as_slice(),
+            9000,
+            "img",
+            &mut d,
+            false,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         assert!(
             format!("{e:#}").contains("ended after 5000 of 9000"),
             "{e:#}"
@@ -245,6 +258,7 @@ mod tests {
             5000,
             "img",
             &mut small,
+            false,
             &mut |_, _| {},
         )
         .unwrap_err();

@@ -9,7 +9,7 @@
 pub enum Handling {
     /// Read into the config.
     Mapped,
-    /// Has no bearing on flipslot: a [`Notice`] says so.
+    /// Has no bearing on flipslot: a [`Notice`](super::Notice) says so.
     Ignored(&'static str),
     /// Ignoring it would change what is accepted, written or activated: an error.
     Refused(&'static str),

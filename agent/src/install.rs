@@ -135,27 +135,10 @@ pub fn install<S: ByteSource + Send>(
             );
         }
     }
-    let manifest = bundle.manifest().clone();
-    let facts = plan::BundleFacts::from(&manifest);
-    let sizes = manifest.images.iter().map(|i| i.size).collect();
-    let sha256s = manifest.images.iter().map(|i| i.sha256.to_hex()).collect();
-    let manifest_sha256 = bundle.manifest_sha256().to_hex();
     let mut writer = FlipslotWriter {
         bundle: &mut bundle,
     };
-    run(
-        env,
-        Verified {
-            what: &what,
-            facts: &facts,
-            sizes,
-            sha256s,
-            manifest_sha256,
-        },
-        &mut writer,
-        opts,
-        progress,
-    )
+    run(env, &what, &mut writer, opts, progress)
 }
 
 /// The X.509 trust a RAUC bundle is checked against.
@@ -201,42 +184,20 @@ pub fn install_rauc<S: ByteSource + Send>(
             .verify_payload(&mut |d, n| progress.update("verify payload", d, n))
             .with_context(|| format!("bundle {what} rejected"))?;
     }
-    let m = bundle.manifest().clone();
     log::info!(
         "bundle {what}: {} bundle signed by {}",
-        m.format.as_str(),
+        bundle.manifest().format.as_str(),
         bundle.signer().subject
     );
-    let facts = plan::BundleFacts {
-        compatible: m.compatible.clone(),
-        version: m.version.clone().unwrap_or_default(),
-        classes: m.images.iter().map(|i| i.class.clone()).collect(),
-    };
-    let sizes = m.images.iter().map(|i| i.size).collect();
-    let sha256s = m.images.iter().map(|i| i.sha256.to_hex()).collect();
-    let manifest_sha256 = bundle.manifest_sha256().to_hex();
     let mut writer = RaucWriter {
         bundle: &mut bundle,
     };
-    run(
-        env,
-        Verified {
-            what: &what,
-            facts: &facts,
-            sizes,
-            sha256s,
-            manifest_sha256,
-        },
-        &mut writer,
-        opts,
-        progress,
-    )
+    run(env, &what, &mut writer, opts, progress)
 }
 
 /// A verified bundle, as the install steps see it.
-struct Verified<'a> {
-    what: &'a str,
-    facts: &'a plan::BundleFacts,
+struct Verified {
+    facts: plan::BundleFacts,
     /// Image sizes, in bundle order.
     sizes: Vec<u64>,
     /// Image SHA-256s (hex), in bundle order.
@@ -244,8 +205,11 @@ struct Verified<'a> {
     manifest_sha256: String,
 }
 
-/// Writes (and reads back) one image of a verified bundle into its target.
+/// A verified bundle of one format: what the steps need to know, and writing (and
+/// reading back) one of its images into its target.
 trait ImageWriter {
+    fn verified(&self) -> Verified;
+
     fn write(
         &mut self,
         t: &Target,
@@ -260,6 +224,16 @@ struct FlipslotWriter<'b, S: ByteSource + Send> {
 }
 
 impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
+    fn verified(&self) -> Verified {
+        let m = self.bundle.manifest();
+        Verified {
+            facts: plan::BundleFacts::from(m),
+            sizes: m.images.iter().map(|i| i.size).collect(),
+            sha256s: m.images.iter().map(|i| i.sha256.to_hex()).collect(),
+            manifest_sha256: self.bundle.manifest_sha256().to_hex(),
+        }
+    }
+
     fn write(
         &mut self,
         t: &Target,
@@ -276,6 +250,20 @@ struct RaucWriter<'b, S: ByteSource + Send> {
 }
 
 impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
+    fn verified(&self) -> Verified {
+        let m = self.bundle.manifest();
+        Verified {
+            facts: plan::BundleFacts {
+                compatible: m.compatible.clone(),
+                version: m.version.clone().unwrap_or_default(),
+                classes: m.images.iter().map(|i| i.class.clone()).collect(),
+            },
+            sizes: m.images.iter().map(|i| i.size).collect(),
+            sha256s: m.images.iter().map(|i| i.sha256.to_hex()).collect(),
+            manifest_sha256: self.bundle.manifest_sha256().to_hex(),
+        }
+    }
+
     fn write(
         &mut self,
         t: &Target,
@@ -342,13 +330,13 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
 /// The install steps after verification, the same for every bundle format.
 fn run(
     env: &mut InstallEnv<'_>,
-    bundle: Verified<'_>,
+    what: &str,
     writer: &mut dyn ImageWriter,
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
-    let what = bundle.what;
-    let facts = bundle.facts;
+    let bundle = writer.verified();
+    let facts = &bundle.facts;
     let mut status = StatusFile::load(&env.status_path)?;
     let booted_trying = match env.booted {
         Some(b) => env.bootloader.slot_state(&b.bootname)? == SlotBootState::Trying,

@@ -404,13 +404,21 @@ impl SystemConfig {
     /// against the file's directory. Its notices are logged as warnings here and kept in
     /// [`SystemConfig::notices`]. Any other name is flipslot's TOML.
     pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
+        Self::load_in_root(path, path)
+    }
+
+    /// Reads the config from `file` (a host path) whose path on the system it configures
+    /// is `inside` (they differ under `--root`): a RAUC system.conf's relative paths are
+    /// resolved against `inside`'s directory, as RAUC resolves them on the device, and are
+    /// then resolved under the root like every other configured path.
+    pub fn load_in_root(file: &Path, inside: &Path) -> Result<SystemConfig, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.to_path_buf(),
             source,
         })?;
-        if path.extension().is_some_and(|e| e == "conf") {
-            let origin = std::path::absolute(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
+        if file.extension().is_some_and(|e| e == "conf") {
+            let origin = std::path::absolute(inside).map_err(|source| ConfigError::Read {
+                path: file.to_path_buf(),
                 source,
             })?;
             let (cfg, notices) = crate::raucconf::parse_system_conf(&text, &origin)?;
@@ -419,7 +427,7 @@ impl SystemConfig {
             }
             return Ok(cfg);
         }
-        Self::parse(&text, path)
+        Self::parse(&text, file)
     }
 
     /// Parses and validates config text; `origin` is only used in messages and kept as `path`.

@@ -35,7 +35,7 @@ pub struct Agent {
 impl Agent {
     /// Loads the config from `config` (under `root`).
     pub fn load(root: Root, config: &Path, cmdline_file: Option<&Path>) -> Result<Agent> {
-        let cfg = SystemConfig::load(&root.resolve(config))?;
+        let cfg = SystemConfig::load_in_root(&root.resolve(config), config)?;
         Ok(Agent {
             cfg,
             root,

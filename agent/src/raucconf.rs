@@ -2,10 +2,10 @@
 //!
 //! [`parse_system_conf`] is pure: it takes the text and the file's absolute path (RAUC
 //! resolves relative paths in the file against the file's directory, and so does this
-//! module) and returns the config plus [`Notice`]s. [`SystemConfig::load`] calls it for
-//! a file named `*.conf`; [`discover`] finds the file where RAUC would look.
-//! Relative paths resolve against the path the file was read from, so a file read under
-//! a root directory other than `/` should only hold absolute paths.
+//! module) and returns the config plus [`Notice`]s. [`SystemConfig::load_in_root`] calls
+//! it for a file named `*.conf` with the file's path on the configured system (under
+//! `--root` that differs from where it is read), so relative paths come out as RAUC sees
+//! them on the device; [`discover`] finds the file where RAUC would look.
 //!
 //! # Nothing is silently ignored
 //!

@@ -251,3 +251,30 @@ fn cli_names_refused_keys() {
         "{stderr}"
     );
 }
+
+#[test]
+fn relative_paths_resolve_inside_the_root() {
+    // Read from a directory standing for the device's root: the keyring path relative
+    // to /etc/rauc/system.conf is /etc/rauc/ca.pem on the device, not the host path.
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/rauc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("system.conf"),
+        "[system]\ncompatible=x\nbootloader=grub\ndata-directory=/data\n\
+         [keyring]\npath=ca.pem\n\
+         [slot.rootfs.0]\ndevice=/dev/a\nbootname=A\n\
+         [slot.rootfs.1]\ndevice=/dev/b\nbootname=B\n",
+    )
+    .unwrap();
+    let cfg = SystemConfig::load_in_root(
+        &etc.join("system.conf"),
+        std::path::Path::new("/etc/rauc/system.conf"),
+    )
+    .unwrap();
+    let k = cfg.x509_keyring.unwrap();
+    assert_eq!(
+        k.path.as_deref(),
+        Some(std::path::Path::new("/etc/rauc/ca.pem"))
+    );
+}

@@ -8,7 +8,7 @@ use crate::ops::{self, Agent, Mark};
 use crate::paths::{self, Root};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use flipslot_image::progress::{ProgressMode, Reporter};
+use flipslot_cli_support::progress::{ProgressMode, Reporter};
 use std::path::PathBuf;
 use std::time::Duration;
 

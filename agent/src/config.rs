@@ -52,7 +52,7 @@ pub enum ConfigError {
         /// The config file.
         path: PathBuf,
         /// The key-file error; it names the line.
-        source: flipslot_image::keyfile::KeyFileError,
+        source: flipslot_rauc::keyfile::KeyFileError,
     },
     /// A RAUC `system.conf` sets keys flipslot cannot honor or does not know; every one is
     /// listed, each by group, key and line.

@@ -19,10 +19,10 @@ use crate::plan::{self, Target};
 use crate::status::{InstallResult, SlotRecord, StatusFile};
 use crate::stream;
 use anyhow::{bail, Context, Result};
-use flipslot_image::progress::Reporter;
-use flipslot_image::rauc::bundle::RaucBundle;
-use flipslot_image::source::ByteSource;
-use flipslot_image::{Bundle, Keyring, VerifyPolicy};
+use flipslot_cli_support::progress::Reporter;
+use flipslot_format::source::ByteSource;
+use flipslot_format::{Bundle, Keyring, VerifyPolicy};
+use flipslot_rauc::bundle::RaucBundle;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -36,7 +36,7 @@ pub struct InstallOptions {
     /// Refuse the bundle unless its signed manifest has this SHA-256 (the daemon passes
     /// the hash its signed channel names). Checked right after the signatures, before
     /// anything is written.
-    pub expected_manifest_sha256: Option<flipslot_image::Sha256Digest>,
+    pub expected_manifest_sha256: Option<flipslot_format::Sha256Digest>,
 }
 
 impl Default for InstallOptions {
@@ -145,11 +145,11 @@ pub fn install<S: ByteSource + Send>(
 #[derive(Debug)]
 pub struct RaucTrust<'a> {
     /// Trusted certificates.
-    pub store: &'a flipslot_image::rauc::x509::TrustStore,
+    pub store: &'a flipslot_rauc::x509::TrustStore,
     /// Purpose, partial chains, allowed signers, signing time.
-    pub options: &'a flipslot_image::rauc::x509::VerifyOptions,
+    pub options: &'a flipslot_rauc::x509::VerifyOptions,
     /// Which bundle formats are accepted.
-    pub formats: flipslot_image::rauc::bundle::AllowedFormats,
+    pub formats: flipslot_rauc::bundle::AllowedFormats,
 }
 
 /// Installs the RAUC bundle (`.raucb`) read from `source`, with the same steps and
@@ -278,7 +278,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
         // are the signed ones. The manifest's SHA-256 is still checked once: on read-back,
         // or, without read-back, while writing.
         let hash_now = !opts.read_back;
-        let mut result: Option<Result<Option<flipslot_image::Sha256Digest>>> = None;
+        let mut result: Option<Result<Option<flipslot_format::Sha256Digest>>> = None;
         self.bundle
             .with_image_reader(t.image, |r| {
                 result = Some(crate::rawstream::write_from_reader(

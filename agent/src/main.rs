@@ -1,7 +1,7 @@
 //! The `flipslot` binary: logging, then one call into the library.
 
 fn main() {
-    flipslot_image::logger::init();
+    flipslot_cli_support::logger::init();
     let as_rauc = std::env::args_os()
         .next()
         .is_some_and(|a| flipslot::rauc_cli::invoked_as_rauc(&a));
@@ -11,7 +11,7 @@ fn main() {
         flipslot::cli::run()
     };
     if let Err(e) = result {
-        eprintln!("error: {}", flipslot_image::cli::error_chain(&e));
+        eprintln!("error: {}", flipslot_cli_support::error_chain(&e));
         std::process::exit(1);
     }
 }

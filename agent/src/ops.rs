@@ -12,9 +12,9 @@ use crate::paths::{self, Root};
 use crate::slots::{self, FsResolver};
 use crate::status::{RollbackRecord, SlotRecord, StatusFile};
 use anyhow::{bail, Context, Result};
-use flipslot_image::progress::Reporter;
-use flipslot_image::source::{ByteSource, FileSource};
-use flipslot_image::Keyring;
+use flipslot_cli_support::progress::Reporter;
+use flipslot_format::source::{ByteSource, FileSource};
+use flipslot_format::Keyring;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -104,8 +104,8 @@ impl Agent {
     pub fn x509_trust(
         &self,
     ) -> Result<(
-        flipslot_image::rauc::x509::TrustStore,
-        flipslot_image::rauc::x509::VerifyOptions,
+        flipslot_rauc::x509::TrustStore,
+        flipslot_rauc::x509::VerifyOptions,
     )> {
         let k = self.cfg.x509_keyring.as_ref().with_context(|| {
             format!(
@@ -116,9 +116,9 @@ impl Agent {
         })?;
         let path = k.path.as_ref().map(|p| self.root.resolve(p));
         let dir = k.directory.as_ref().map(|p| self.root.resolve(p));
-        let store = flipslot_image::rauc::x509::TrustStore::load(path.as_deref(), dir.as_deref())
+        let store = flipslot_rauc::x509::TrustStore::load(path.as_deref(), dir.as_deref())
             .context("cannot load the X.509 keyring")?;
-        let options = flipslot_image::rauc::x509::VerifyOptions {
+        let options = flipslot_rauc::x509::VerifyOptions {
             purpose: k
                 .check_purpose
                 .parse()
@@ -280,7 +280,7 @@ pub fn install_file(
     // is truncated.
     let mut head = [0u8; 8];
     let rauc = match source.read_exact_at(0, &mut head) {
-        Ok(()) => flipslot_image::rauc::bundle::is_rauc_candidate(&head, &bundle.to_string_lossy()),
+        Ok(()) => flipslot_rauc::bundle::is_rauc_candidate(&head, &bundle.to_string_lossy()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
         Err(e) => {
             return Err(
@@ -344,7 +344,7 @@ fn install_source<S: ByteSource + Send>(
         let trust = install::RaucTrust {
             store: &store,
             options: &options,
-            formats: flipslot_image::rauc::bundle::AllowedFormats {
+            formats: flipslot_rauc::bundle::AllowedFormats {
                 plain: k.plain,
                 verity: k.verity,
             },

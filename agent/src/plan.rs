@@ -4,7 +4,7 @@
 use crate::config::{Slot, SystemConfig};
 use crate::slots::{choose_target, SlotHistory};
 use crate::status::{InstallResult, StatusFile};
-use flipslot_image::Manifest;
+use flipslot_format::Manifest;
 
 /// What planning needs to know about a verified bundle, whatever its format.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use flipslot_image::progress::{ProgressMode, Reporter};
+use flipslot_cli_support::progress::{ProgressMode, Reporter};
 use serde_json::{json, Value};
 
 use crate::install::InstallOptions;
@@ -175,26 +175,26 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             // With --keyring no system config is needed (as on a build host).
             let (store, options) = match &cli.keyring {
                 Some(k) => (
-                    flipslot_image::rauc::x509::TrustStore::load(Some(k), None)
+                    flipslot_rauc::x509::TrustStore::load(Some(k), None)
                         .with_context(|| format!("cannot load keyring {}", k.display()))?,
-                    flipslot_image::rauc::x509::VerifyOptions::default(),
+                    flipslot_rauc::x509::VerifyOptions::default(),
                 ),
                 None => load()?.x509_trust()?,
             };
-            let source = flipslot_image::source::FileSource::open(&bundle)
+            let source = flipslot_format::source::FileSource::open(&bundle)
                 .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let b = flipslot_image::rauc::bundle::RaucBundle::open(
+            let b = flipslot_rauc::bundle::RaucBundle::open(
                 source,
                 &store,
                 &options,
-                flipslot_image::rauc::bundle::AllowedFormats::default(),
+                flipslot_rauc::bundle::AllowedFormats::default(),
                 now,
                 &mut |_, _| {},
             )?;
-            let v = flipslot_image::rauc::bundle::info_json(b.manifest());
+            let v = flipslot_rauc::bundle::info_json(b.manifest());
             match output_format {
                 OutputFormat::Readable => print!("{}", info_text(&v)),
                 OutputFormat::Json => println!("{v}"),
@@ -288,7 +288,7 @@ pub fn status_json(agent: &Agent, detailed: bool) -> Result<Value> {
                     if let (Some(t), Some(o2)) = (rec.installed_at, st.as_object_mut()) {
                         o2.insert(
                             "installed".into(),
-                            json!({ "timestamp": flipslot_image::timefmt::rfc3339(t) }),
+                            json!({ "timestamp": flipslot_format::timefmt::rfc3339(t) }),
                         );
                     }
                     obj.insert("slot_status".into(), st);

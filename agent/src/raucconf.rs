@@ -41,7 +41,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use flipslot_image::keyfile::{Group, KeyFile, KeyFileError};
+use flipslot_rauc::keyfile::{Group, KeyFile, KeyFileError};
 use serde::Serialize;
 
 use crate::config::{

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::sync::mpsc::sync_channel;
 
 use anyhow::{anyhow, bail, Context, Result};
-use flipslot_image::Sha256Digest;
+use flipslot_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
 use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};

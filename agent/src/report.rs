@@ -3,7 +3,7 @@
 use crate::install::InstallOutcome;
 use crate::ops::StatusReport;
 use crate::status::InstallResult;
-use flipslot_image::timefmt::rfc3339;
+use flipslot_format::timefmt::rfc3339;
 use std::time::Duration;
 
 /// The text of `flipslot status`.

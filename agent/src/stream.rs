@@ -6,10 +6,10 @@
 
 use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, Context, Result};
-use flipslot_image::manifest::{Compression, Image};
-use flipslot_image::reader::check_chunk;
-use flipslot_image::source::ByteSource;
-use flipslot_image::{Bundle, Sha256Digest};
+use flipslot_format::manifest::{Compression, Image};
+use flipslot_format::reader::check_chunk;
+use flipslot_format::source::ByteSource;
+use flipslot_format::{Bundle, Sha256Digest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Mutex;
@@ -307,9 +307,9 @@ pub fn verify_device(
 mod tests {
     use super::*;
     use crate::device::MemDevice;
-    use flipslot_image::builder::{build, BuildOptions, ImageInput};
-    use flipslot_image::source::FileSource;
-    use flipslot_image::{keys, Compression, Keyring, VerifyPolicy};
+    use flipslot_format::builder::{build, BuildOptions, ImageInput};
+    use flipslot_format::source::FileSource;
+    use flipslot_format::{keys, Compression, Keyring, VerifyPolicy};
     use std::path::PathBuf;
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
             &[input],
             &opts,
             std::slice::from_ref(&key),
-            &dir.path().join("b.fsb"),
+            &mut std::fs::File::create(dir.path().join("b.fsb")).unwrap(),
             &mut |_, _, _| {},
         )
         .unwrap();

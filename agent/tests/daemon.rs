@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flipslot::status::{InstallResult, SlotRecord, StatusFile};
-use flipslot_image::channel::{sign_channel, Channel, ChannelBundle};
-use flipslot_image::source::FileSource;
-use flipslot_image::Bundle;
+use flipslot_format::channel::{sign_channel, Channel, ChannelBundle};
+use flipslot_format::source::FileSource;
+use flipslot_format::Bundle;
 use serde_json::Value;
 use support::nginx::{free_port, Nginx, NginxConfig};
 use support::{expect_success, pseudo_random, stderr, stdout, Fixture, TestKey, COMPATIBLE};
@@ -146,7 +146,7 @@ fn image(seed: u64) -> Vec<u8> {
     pseudo_random((2 << 20) + 777, seed)
 }
 
-fn manifest_sha256(bundle: &Path) -> flipslot_image::Sha256Digest {
+fn manifest_sha256(bundle: &Path) -> flipslot_format::Sha256Digest {
     Bundle::open_unverified(FileSource::open(bundle).unwrap())
         .unwrap()
         .manifest_sha256()
@@ -208,7 +208,7 @@ impl Setup {
             },
             rollout_percent: c.rollout,
         };
-        let key = flipslot_image::keys::load_secret_key(&c.key.secret).unwrap();
+        let key = flipslot_format::keys::load_secret_key(&c.key.secret).unwrap();
         let bytes = sign_channel(&ch, &[key]).unwrap();
         let path = self.nginx.www().join("stable.json");
         std::fs::write(&path, bytes).unwrap();

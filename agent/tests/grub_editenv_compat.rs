@@ -8,8 +8,8 @@ use std::process::Command;
 
 use flipslot::bootloader::abstate::SlotBootState;
 use flipslot::bootloader::grub::{FileEnvStore, GrubBackend};
-use flipslot::bootloader::grubenv::{GrubEnv, DEFAULT_BLOCK_SIZE};
 use flipslot::bootloader::Bootloader;
+use flipslot_bootenv::grubenv::{GrubEnv, DEFAULT_BLOCK_SIZE};
 
 const GRUB_EDITENV: &str = "/usr/bin/grub-editenv";
 

@@ -8,7 +8,7 @@
 
 mod support;
 
-#[path = "../../image-tools/tests/rauc_support/mod.rs"]
+#[path = "../../image-tools/rauc/tests/rauc_support/mod.rs"]
 mod rauc_support;
 
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use flipslot::bootloader::grubenv;
 use flipslot::config::{Bootloader, ConfigError, ConfigFormat, SystemConfig};
+use flipslot_bootenv::grubenv;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    flipslot_image::logger::init();
+    flipslot_cli_support::logger::init();
     match flipslot_image::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", flipslot_image::cli::error_chain(&e));
+            eprintln!("error: {}", flipslot_cli_support::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -553,7 +553,7 @@ fn every_command_has_help() {
 
 /// Whether `program` is installed; if not, the test is skipped, unless CI=true.
 fn have(program: &str) -> bool {
-    if flipslot_image::command::find_program(program.as_ref()).is_some() {
+    if flipslot_os::process::find_program(program.as_ref()).is_some() {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {

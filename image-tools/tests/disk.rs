@@ -13,15 +13,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use flipslot_image::builder::{self, BuildOptions, ImageInput};
-use flipslot_image::command::{find_program, Cmd};
+use flipslot_format::builder::{self, BuildOptions, ImageInput};
+use flipslot_format::keys::key_id;
+use flipslot_format::source::FileSource;
+use flipslot_format::{Bundle, Compression, Keyring, VerifyPolicy};
 use flipslot_image::disk::{
     self, build_disk, grub, DiskError, DiskOptions, DiskSummary, Layout, DEFAULT_GRUB_DIR,
 };
-use flipslot_image::keys::key_id;
 use flipslot_image::mkfs::{build_fs, uuid_from_seed, FsType, MkfsOptions};
-use flipslot_image::source::FileSource;
-use flipslot_image::{Bundle, Compression, Keyring, VerifyPolicy};
+use flipslot_os::process::{find_program, Cmd};
 
 const BUILD_TIME: u64 = 1_700_000_000;
 const MIB: u64 = 1 << 20;
@@ -130,7 +130,14 @@ fn bundle_of(dir: &Path, class: &str, image: &Path) -> PathBuf {
         class: class.into(),
         path: image.to_path_buf(),
     };
-    builder::build(&[input], &opts, &[key()], &out, &mut |_, _, _| {}).unwrap();
+    builder::build(
+        &[input],
+        &opts,
+        &[key()],
+        &mut std::fs::File::create(&out).unwrap(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     out
 }
 

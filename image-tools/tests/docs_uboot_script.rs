@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use flipslot_image::command::find_program;
+use flipslot_os::process::find_program;
 
 /// The info string that marks the script block in the page.
 const MARKER: &str = "uboot-script";

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
 
-use flipslot_image::command::{find_program, Cmd};
 use flipslot_image::mkfs::{build_fs, uuid_from_seed, FsType, MkfsError, MkfsOptions};
+use flipslot_os::process::{find_program, Cmd};
 
 const TIMESTAMP: u64 = 1_700_000_000;
 

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::abstate::{AbState, SlotBootState};
-use super::grubenv::GrubEnv;
 use super::Bootloader;
+use flipslot_bootenv::grubenv::GrubEnv;
 
 /// Where the environment block lives.
 pub trait EnvBlockStore {
@@ -194,7 +194,7 @@ impl<S: EnvBlockStore> Bootloader for GrubBackend<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootloader::grubenv::HEADER;
+    use flipslot_bootenv::grubenv::HEADER;
 
     /// An in-memory store that counts writes.
     #[derive(Debug)]

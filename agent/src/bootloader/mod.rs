@@ -1,13 +1,12 @@
 //! Bootloader backends: one trait, one implementation per bootloader.
 //!
 //! The A/B decisions are pure ([`abstate`]); a backend only maps them onto its storage
-//! ([`grub`] onto a grubenv block encoded by [`grubenv`]). Bootnames are the names from
+//! ([`grub`] onto a grubenv block encoded by [`flipslot_bootenv::grubenv`]). Bootnames are the names from
 //! the config (`A`, `B`, …); a backend knows the configured ones and rejects others.
 
 pub mod abstate;
 pub mod custom;
 pub mod grub;
-pub mod grubenv;
 pub mod uboot;
 pub mod ubootenv;
 
@@ -121,6 +120,7 @@ mod tests {
         assert!(e.contains("boot/grub/grubenv"), "{e}");
 
         std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
+        use flipslot_bootenv::grubenv;
         let mut block = grubenv::HEADER.as_bytes().to_vec();
         block.resize(grubenv::DEFAULT_BLOCK_SIZE, b'#');
         std::fs::write(dir.path().join("boot/grub/grubenv"), block).unwrap();

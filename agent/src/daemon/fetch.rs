@@ -17,7 +17,7 @@ use std::io::Read;
 use std::time::Duration;
 
 /// The largest channel document accepted.
-pub const MAX_CHANNEL_SIZE: u64 = flipslot_image::channel::MAX_CHANNEL_LEN as u64;
+pub const MAX_CHANNEL_SIZE: u64 = flipslot_format::channel::MAX_CHANNEL_LEN as u64;
 
 /// The answer to a channel poll.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::{CheckRequest, Daemon};
 use crate::install::InstallOptions;
 use crate::ops::{self, Agent};
 use anyhow::{bail, Context, Result};
-use flipslot_image::progress::Reporter;
+use flipslot_cli_support::progress::Reporter;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;

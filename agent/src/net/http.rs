@@ -17,7 +17,7 @@ use super::backoff::{self, Jitter};
 use super::error::{chain, find_source, is_timeout, HttpError};
 use super::headers::{self, ContentRange, Validator};
 use super::options::{build_client, HttpOptions, RetryPolicy, StallPolicy};
-use flipslot_image::source::ByteSource;
+use flipslot_format::source::ByteSource;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
     HeaderMap, HeaderValue, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,

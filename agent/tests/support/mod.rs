@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use flipslot::bootloader::abstate::{ok_var, try_var, AbState, ORDER_VAR};
-use flipslot::bootloader::grubenv::{GrubEnv, DEFAULT_BLOCK_SIZE, HEADER};
 use flipslot::status::{SlotRecord, StatusFile};
-use flipslot_image::builder::{build, BuildOptions, ImageInput};
-pub use flipslot_image::Compression;
+use flipslot_bootenv::grubenv::{GrubEnv, DEFAULT_BLOCK_SIZE, HEADER};
+use flipslot_format::builder::{build, BuildOptions, ImageInput};
+pub use flipslot_format::Compression;
 use sha2::{Digest, Sha256};
 
 /// The fixture system's compatible string.
@@ -420,7 +420,7 @@ impl Fixture {
         let out = self.path().join(format!("bundle-{id}.fsb"));
         let keys: Vec<_> = keys
             .iter()
-            .map(|k| flipslot_image::keys::load_secret_key(&k.secret).unwrap())
+            .map(|k| flipslot_format::keys::load_secret_key(&k.secret).unwrap())
             .collect();
         let opts = BuildOptions {
             compatible: compatible.into(),
@@ -439,7 +439,7 @@ impl Fixture {
             }],
             &opts,
             &keys,
-            &out,
+            &mut std::fs::File::create(&out).unwrap(),
             &mut |_, _, _| {},
         )
         .unwrap();
@@ -630,12 +630,16 @@ impl Default for Fixture {
 }
 
 fn make_key(dir: &Path, name: &str) -> TestKey {
-    let key = flipslot_image::keys::generate().unwrap();
+    let key = flipslot_format::keys::generate().unwrap();
     let secret = dir.join(format!("{name}.key"));
-    std::fs::write(&secret, flipslot_image::keys::secret_key_pem(&key).unwrap()).unwrap();
+    std::fs::write(
+        &secret,
+        flipslot_format::keys::secret_key_pem(&key).unwrap(),
+    )
+    .unwrap();
     TestKey {
         secret,
-        public_pem: flipslot_image::keys::public_key_pem(&key.verifying_key()).unwrap(),
+        public_pem: flipslot_format::keys::public_key_pem(&key.verifying_key()).unwrap(),
         name: name.to_string(),
     }
 }

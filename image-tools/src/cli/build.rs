@@ -1,14 +1,14 @@
 //! `flipslot-image build`: collects image files (building filesystems from directories
-//! first), then writes and signs the bundle with [`crate::builder::build`].
+//! first), then writes and signs the bundle with [`flipslot_format::builder::build`].
 
 use super::{parse_chunk_size, parse_class_path, parse_size, ClassPath};
-use crate::builder::{self, BuildOptions, ImageInput};
-use crate::keys;
-use crate::manifest::Compression;
 use crate::mkfs::{self, FsType, MkfsOptions};
-use crate::progress::{format_bytes, ProgressMode, Reporter};
 use anyhow::Context as _;
 use clap::ArgMatches;
+use flipslot_cli_support::progress::{format_bytes, ProgressMode, Reporter};
+use flipslot_format::builder::{self, BuildOptions, ImageInput};
+use flipslot_format::keys;
+use flipslot_format::manifest::Compression;
 use std::path::{Path, PathBuf};
 
 /// Chunk compression, as named on the command line.
@@ -207,20 +207,22 @@ pub fn run(args: &BuildArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         ProgressMode::Auto
     });
     let mut acc = Accumulate::new(total);
-    let summary = builder::build(
-        &inputs,
-        &opts,
-        &signing_keys,
-        out,
-        &mut |phase, done, size| {
-            let (phase, done, total) = acc.add(phase, done, size);
-            reporter.update(&phase, done, total);
-        },
-    );
+    let summary = super::write_atomically(out, |w| {
+        Ok(builder::build(
+            &inputs,
+            &opts,
+            &signing_keys,
+            w,
+            &mut |phase, done, size| {
+                let (phase, done, total) = acc.add(phase, done, size);
+                reporter.update(&phase, done, total);
+            },
+        )?)
+    });
     reporter.finish();
     let summary = summary.with_context(|| format!("cannot build {}", out.display()))?;
     drop(temps);
-    let key_ids: Vec<crate::KeyId> = signing_keys
+    let key_ids: Vec<flipslot_format::KeyId> = signing_keys
         .iter()
         .map(|k| keys::key_id(&k.verifying_key()))
         .collect();

@@ -1,12 +1,14 @@
 //! `flipslot-image channel` and `channel-verify`: write a signed update channel file for a
 //! bundle, and check one as a device would.
 
-use crate::channel::{self, Channel, ChannelBundle, ChannelError, CHANNEL_FORMAT, MAX_CHANNEL_LEN};
-use crate::digest::Sha256Digest;
-use crate::keys::{self, Keyring};
-use crate::reader::{Bundle, VerifyPolicy};
 use anyhow::Context as _;
-use std::io::{Read as _, Write as _};
+use flipslot_format::channel::{
+    self, Channel, ChannelBundle, ChannelError, CHANNEL_FORMAT, MAX_CHANNEL_LEN,
+};
+use flipslot_format::digest::Sha256Digest;
+use flipslot_format::keys::{self, Keyring};
+use flipslot_format::reader::{Bundle, VerifyPolicy};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 /// The long help of `channel`.
@@ -94,7 +96,7 @@ pub struct ChannelVerifyArgs {
     keyring: PathBuf,
     /// How many valid signatures by distinct trusted keys the channel needs
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::format::MAX_SIGNATURES)))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(flipslot_format::format::MAX_SIGNATURES)))]
     min_signatures: u32,
     /// The device's compatible string (not checked when absent)
     #[arg(long, value_name = "STR")]
@@ -236,10 +238,10 @@ pub fn run(args: &ChannelArgs) -> anyhow::Result<()> {
         eprintln!(
             "warning: {} expired at {} (issued_at {issued_at} from SOURCE_DATE_EPOCH): devices will refuse it",
             args.out.display(),
-            crate::timefmt::rfc3339(expires_at)
+            flipslot_format::timefmt::rfc3339(expires_at)
         );
     }
-    write_atomic(&args.out, &bytes)?;
+    flipslot_os::fs::atomic_write(&args.out, &bytes)?;
     let ids: Vec<String> = signing_keys
         .iter()
         .map(|k| keys::key_id(&k.verifying_key()).to_string())
@@ -280,7 +282,7 @@ pub fn run_verify(args: &ChannelVerifyArgs) -> anyhow::Result<()> {
         (Err(e), true) => super::print_json(serde_json::json!({
             "file": args.file.display().to_string(),
             "valid": false,
-            "error": super::error_chain(e),
+            "error": flipslot_cli_support::error_chain(e),
         })),
         (Err(_), false) => {}
     }
@@ -332,35 +334,6 @@ fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes `bytes` to `out` through a temporary sibling: write, fsync, rename, fsync dir.
-fn write_atomic(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    let tmp = out.with_file_name(name);
-    let result = (|| -> anyhow::Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| tmp.display().to_string())?;
-        std::fs::rename(&tmp, out).with_context(|| out.display().to_string())?;
-        let dir = match out.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))
-    })();
-    if result.is_err() {
-        // Best effort: the temporary file is useless after a failure.
-        std::fs::remove_file(&tmp).ok();
-    }
-    result
-}
-
 fn to_json(path: &Path, ch: &Channel) -> serde_json::Value {
     serde_json::json!({
         "file": path.display().to_string(),
@@ -370,7 +343,7 @@ fn to_json(path: &Path, ch: &Channel) -> serde_json::Value {
         "serial": ch.serial,
         "issued_at": ch.issued_at,
         "expires_at": ch.expires_at,
-        "expires_at_rfc3339": crate::timefmt::rfc3339(ch.expires_at),
+        "expires_at_rfc3339": flipslot_format::timefmt::rfc3339(ch.expires_at),
         "rollout_percent": ch.rollout_percent,
         "bundle": {
             "urls": ch.bundle.urls,
@@ -388,8 +361,14 @@ fn to_text(path: &Path, ch: &Channel) -> String {
     line("compatible:", ch.compatible.clone());
     line("version:", ch.version.to_string());
     line("serial:", ch.serial.to_string());
-    line("issued at:", crate::timefmt::rfc3339(ch.issued_at));
-    line("expires at:", crate::timefmt::rfc3339(ch.expires_at));
+    line(
+        "issued at:",
+        flipslot_format::timefmt::rfc3339(ch.issued_at),
+    );
+    line(
+        "expires at:",
+        flipslot_format::timefmt::rfc3339(ch.expires_at),
+    );
     line("rollout:", format!("{} %", ch.rollout_percent));
     line("manifest sha256:", ch.bundle.manifest_sha256.to_hex());
     line("bundle size:", format!("{} bytes", ch.bundle.size));

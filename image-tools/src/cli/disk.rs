@@ -2,11 +2,11 @@
 //! a bundle, built without root, loop devices or mounts (see [`crate::disk`]).
 
 use crate::disk::{self, DiskOptions, DiskSummary, Layout};
-use crate::keys::Keyring;
-use crate::progress::{format_bytes, ProgressMode, Reporter};
-use crate::reader::{Bundle, VerifyPolicy};
-use crate::source::FileSource;
 use anyhow::Context as _;
+use flipslot_cli_support::progress::{format_bytes, ProgressMode, Reporter};
+use flipslot_format::keys::Keyring;
+use flipslot_format::reader::{Bundle, VerifyPolicy};
+use flipslot_format::source::FileSource;
 use std::path::PathBuf;
 
 /// The long help of `disk`.
@@ -44,7 +44,7 @@ pub struct DiskArgs {
     keyring: Option<PathBuf>,
     /// How many valid signatures by distinct trusted keys the bundle needs [default: 1]
     #[arg(long, value_name = "N", conflicts_with = "no_verify",
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::format::MAX_SIGNATURES)))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(flipslot_format::format::MAX_SIGNATURES)))]
     min_signatures: Option<u32>,
     /// Do not check the bundle's signatures (chunk hashes are still checked)
     #[arg(long, conflicts_with = "keyring")]
@@ -85,7 +85,7 @@ pub fn run(args: DiskArgs) -> anyhow::Result<()> {
         Err(e) => {
             reporter.event(
                 "done",
-                serde_json::json!({ "ok": false, "error": super::error_chain(&e) }),
+                serde_json::json!({ "ok": false, "error": flipslot_cli_support::error_chain(&e) }),
             );
             Err(e)
         }

@@ -2,12 +2,10 @@
 //! through a temporary file renamed into place once every chunk and the image hash checked.
 
 use super::TrustArgs;
-use crate::error::BundleError;
-use crate::progress::{format_bytes, ProgressMode, Reporter};
 use anyhow::Context as _;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use flipslot_cli_support::progress::{format_bytes, ProgressMode, Reporter};
+use flipslot_format::error::BundleError;
+use std::path::PathBuf;
 
 /// The long help of `extract`.
 pub(super) const LONG_ABOUT: &str = "Write one image of a bundle to a file.\n\n\
@@ -60,41 +58,18 @@ pub fn run(args: &ExtractArgs) -> anyhow::Result<()> {
     } else {
         ProgressMode::Auto
     });
-    let tmp = temp_path(out);
-    let result = (|| -> anyhow::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        let tmp_name = tmp.display().to_string();
+    let result = super::write_atomically(out, |w| {
         bundle
             .stream_image(index, &mut |offset, data| {
-                w.write_all(data)
-                    .map_err(|e| BundleError::io(format!("{tmp_name}: offset {offset}"), e))?;
+                w.write_all(data).map_err(|e| {
+                    BundleError::io(format!("{}: offset {offset}", out.display()), e)
+                })?;
                 reporter.update("extract", offset + data.len() as u64, size);
                 Ok(())
             })
-            .with_context(|| path.display().to_string())?;
-        let file: File = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
-        Ok(())
-    })();
+            .with_context(|| path.display().to_string())
+    });
     reporter.finish();
-    if result.is_err() {
-        if let Err(e) = std::fs::remove_file(&tmp) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("cannot remove {}: {e}", tmp.display());
-            }
-        }
-    }
     result?;
     if reporter.is_json() {
         reporter.event(
@@ -120,7 +95,7 @@ pub fn run(args: &ExtractArgs) -> anyhow::Result<()> {
 }
 
 /// Finds an image by class, or else by index.
-fn select_image(m: &crate::Manifest, which: &str) -> anyhow::Result<usize> {
+fn select_image(m: &flipslot_format::Manifest, which: &str) -> anyhow::Result<usize> {
     if let Some(i) = m.images.iter().position(|img| img.class == which) {
         return Ok(i);
     }
@@ -135,13 +110,4 @@ fn select_image(m: &crate::Manifest, which: &str) -> anyhow::Result<usize> {
         classes.join(", "),
         m.images.len().saturating_sub(1)
     )
-}
-
-/// `.NAME.PID.tmp` next to `out`.
-fn temp_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    out.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }

@@ -1,10 +1,10 @@
 //! `flipslot-image info`: what a bundle contains and who signed it, for people or as one
 //! stable JSON object.
 
-use crate::progress::format_bytes;
-use crate::reader::Bundle;
-use crate::source::FileSource;
 use anyhow::Context as _;
+use flipslot_cli_support::progress::format_bytes;
+use flipslot_format::reader::Bundle;
+use flipslot_format::source::FileSource;
 use std::path::PathBuf;
 
 /// The long help of `info`.
@@ -44,11 +44,11 @@ pub struct InfoArgs {
     keyring: Option<PathBuf>,
     /// With --keyring: valid signatures by distinct trusted keys required
     #[arg(long, value_name = "N", default_value_t = 1, requires = "keyring",
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::format::MAX_SIGNATURES)))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(flipslot_format::format::MAX_SIGNATURES)))]
     min_signatures: u32,
     /// RAUC bundles: the purpose the signer certificate must have (smimesign, codesign, any)
     #[arg(long, value_name = "PURPOSE", default_value = "smimesign")]
-    check_purpose: crate::rauc::x509::Purpose,
+    check_purpose: flipslot_rauc::x509::Purpose,
     /// RAUC bundles: accept a chain that ends at an intermediate in the keyring
     #[arg(long)]
     allow_partial_chain: bool,
@@ -145,7 +145,7 @@ fn to_json(path: &std::path::Path, bundle: &Bundle<FileSource>) -> serde_json::V
         "compatible": m.compatible,
         "version": m.version.to_string(),
         "build_time": m.build_time,
-        "build_time_rfc3339": crate::timefmt::rfc3339(m.build_time),
+        "build_time_rfc3339": flipslot_format::timefmt::rfc3339(m.build_time),
         "description": m.description,
         "manifest_sha256": bundle.manifest_sha256().to_hex(),
         "manifest_size": bundle.manifest_bytes().len(),
@@ -164,7 +164,10 @@ fn to_text(path: &std::path::Path, bundle: &Bundle<FileSource>) -> String {
     line("bundle:", path.display().to_string());
     line("compatible:", m.compatible.clone());
     line("version:", m.version.to_string());
-    line("build time:", crate::timefmt::rfc3339(m.build_time));
+    line(
+        "build time:",
+        flipslot_format::timefmt::rfc3339(m.build_time),
+    );
     if let Some(d) = &m.description {
         line("description:", d.clone());
     }
@@ -209,8 +212,8 @@ fn to_text(path: &std::path::Path, bundle: &Bundle<FileSource>) -> String {
             format!(
                 "{} (stored {} bytes, {})",
                 match img.compression {
-                    crate::Compression::None => "none",
-                    crate::Compression::Zstd => "zstd",
+                    flipslot_format::Compression::None => "none",
+                    flipslot_format::Compression::Zstd => "zstd",
                 },
                 stored,
                 format_bytes(stored)

@@ -1,7 +1,7 @@
 //! `flipslot-image keygen`: creates an ed25519 key pair as PEM files, never overwriting one.
 
-use crate::keys;
 use anyhow::Context as _;
+use flipslot_format::keys;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -14,12 +14,12 @@ mod rauc_info;
 mod sign;
 mod verify;
 
-use crate::keys::Keyring;
-use crate::manifest::{valid_class, Image, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use crate::reader::{Bundle, VerifyPolicy};
-use crate::source::FileSource;
 use anyhow::Context as _;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use flipslot_format::keys::Keyring;
+use flipslot_format::manifest::{valid_class, Image, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use flipslot_format::reader::{Bundle, VerifyPolicy};
+use flipslot_format::source::FileSource;
 use std::path::{Path, PathBuf};
 
 /// Build, sign, inspect and verify flipslot update bundles.
@@ -115,23 +115,6 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
     }
 }
 
-/// Formats an error and its causes as `a: b: c`, skipping a cause whose text its parent
-/// already ends with (errors like `{path}: {source}` that also expose `source`).
-pub fn error_chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 /// Trust options shared by the commands that open a bundle with verification.
 #[derive(Debug, clap::Args)]
 struct TrustArgs {
@@ -141,7 +124,7 @@ struct TrustArgs {
     keyring: PathBuf,
     /// How many valid signatures by distinct trusted keys the bundle needs
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::format::MAX_SIGNATURES)))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(flipslot_format::format::MAX_SIGNATURES)))]
     min_signatures: u32,
 }
 
@@ -166,7 +149,7 @@ fn is_rauc_bundle(path: &Path) -> anyhow::Result<bool> {
     let n = f
         .read(&mut head)
         .with_context(|| format!("cannot read bundle {}", path.display()))?;
-    Ok(crate::rauc::bundle::is_rauc_candidate(
+    Ok(flipslot_rauc::bundle::is_rauc_candidate(
         &head[..n],
         &path.to_string_lossy(),
     ))
@@ -184,6 +167,26 @@ struct ClassPath {
 }
 
 /// Parses `CLASS=PATH`; the class must be a valid slot class.
+/// Writes `out` atomically ([`flipslot_os::fs::AtomicFile`]) through a 1 MiB buffer:
+/// `write` fills it, and the file replaces `out` only when `write` succeeded; after a
+/// failure nothing is left beside `out`.
+fn write_atomically<T>(
+    out: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use std::io::Write as _;
+    let mut file = flipslot_os::fs::AtomicFile::create(out)?;
+    let tmp = file.temp_path().display().to_string();
+    let value = {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        let value = write(&mut w)?;
+        w.flush().with_context(|| format!("cannot write {tmp}"))?;
+        value
+    };
+    file.commit()?;
+    Ok(value)
+}
+
 fn parse_class_path(s: &str) -> Result<ClassPath, String> {
     let (class, path) = s
         .split_once('=')
@@ -202,7 +205,7 @@ fn parse_class_path(s: &str) -> Result<ClassPath, String> {
     })
 }
 
-use crate::units::parse_size;
+use flipslot_format::units::parse_size;
 
 /// Parses a chunk size: a size that is a multiple of 4 KiB between 4 KiB and 64 MiB.
 fn parse_chunk_size(s: &str) -> Result<u32, String> {
@@ -251,14 +254,14 @@ fn print_json(mut value: serde_json::Value) {
     if let Some(map) = value.as_object_mut() {
         map.insert(
             "v".into(),
-            serde_json::json!(crate::progress::JSON_SCHEMA_VERSION),
+            serde_json::json!(flipslot_cli_support::progress::JSON_SCHEMA_VERSION),
         );
     }
     println!("{value}");
 }
 
 /// Key ids joined for humans: `0123abcd..., 4567ef01...` or `none`.
-fn join_ids<'a>(ids: impl IntoIterator<Item = &'a crate::format::KeyId>) -> String {
+fn join_ids<'a>(ids: impl IntoIterator<Item = &'a flipslot_format::format::KeyId>) -> String {
     let v: Vec<String> = ids.into_iter().map(|k| k.to_string()).collect();
     if v.is_empty() {
         "none".into()
@@ -308,14 +311,5 @@ mod tests {
         assert!(parse_class_path("root fs=x").is_err());
         assert!(parse_class_path("=x").is_err());
         assert!(parse_class_path("rootfs=").is_err());
-    }
-
-    #[test]
-    fn error_chain_skips_repeated_sources() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let e = anyhow::Error::new(crate::BundleError::io("b.fsb", io)).context("open");
-        assert_eq!(error_chain(&e), "open: b.fsb: no such file");
-        let e = anyhow::anyhow!("inner").context("middle").context("outer");
-        assert_eq!(error_chain(&e), "outer: middle: inner");
     }
 }

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::rauc::bundle::{info_json, AllowedFormats, RaucBundle};
-use crate::rauc::x509::{Purpose, TrustStore, VerifyOptions};
-use crate::source::FileSource;
+use flipslot_format::source::FileSource;
+use flipslot_rauc::bundle::{info_json, AllowedFormats, RaucBundle};
+use flipslot_rauc::x509::{Purpose, TrustStore, VerifyOptions};
 
 /// Options for verifying a RAUC bundle from the command line.
 #[derive(Debug, Clone)]

@@ -1,11 +1,11 @@
 //! `flipslot-image sign` and `resign`: add signatures to a bundle, or replace them all,
 //! after checking that the payload matches the manifest being signed.
 
-use crate::builder;
-use crate::keys;
-use crate::progress::{ProgressMode, Reporter};
-use crate::reader::Bundle;
 use anyhow::Context as _;
+use flipslot_cli_support::progress::{ProgressMode, Reporter};
+use flipslot_format::builder;
+use flipslot_format::keys;
+use flipslot_format::reader::Bundle;
 use std::path::PathBuf;
 
 /// The long help of `sign` and `resign`.
@@ -57,9 +57,16 @@ pub fn run(args: &SignArgs, replace: bool) -> anyhow::Result<()> {
     })?;
     let manifest_sha256 = bundle.manifest_sha256();
     drop(bundle);
-    let signatures = builder::resign(path, &signing_keys, replace)
-        .with_context(|| format!("cannot sign {}", path.display()))?;
-    let ids: Vec<crate::KeyId> = signatures.iter().map(|s| s.key_id).collect();
+    let signatures = super::write_atomically(path, |w| {
+        Ok(builder::resign(
+            super::open_file(path)?,
+            &signing_keys,
+            replace,
+            w,
+        )?)
+    })
+    .with_context(|| format!("cannot sign {}", path.display()))?;
+    let ids: Vec<flipslot_format::KeyId> = signatures.iter().map(|s| s.key_id).collect();
     if reporter.is_json() {
         reporter.event(
             "done",

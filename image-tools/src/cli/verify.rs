@@ -2,7 +2,7 @@
 //! against a keyring, the manifest rules, the bundle length and every chunk hash.
 
 use super::TrustArgs;
-use crate::progress::{ProgressMode, Reporter};
+use flipslot_cli_support::progress::{ProgressMode, Reporter};
 use std::path::PathBuf;
 
 /// The long help of `verify`.
@@ -59,7 +59,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
                 serde_json::json!({
                     "ok": false,
                     "bundle": path.display().to_string(),
-                    "error": super::error_chain(&e),
+                    "error": flipslot_cli_support::error_chain(&e),
                 }),
             );
             Err(e)
@@ -124,7 +124,7 @@ fn check_rauc(
     let path = &args.bundle;
     let trust = super::rauc_info::RaucTrustArgs {
         keyring: &args.trust.keyring,
-        purpose: crate::rauc::x509::Purpose::default(),
+        purpose: flipslot_rauc::x509::Purpose::default(),
         allow_partial_chain: false,
     };
     let mut bundle = super::rauc_info::open(path, &trust)?;

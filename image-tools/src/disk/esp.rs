@@ -12,8 +12,8 @@ use std::path::Path;
 
 use super::grub::{EFI_DIR, GRUB_MODULES};
 use super::DiskError;
-use crate::command::Cmd;
 use crate::mkfs::SOURCE_DATE_EPOCH;
+use flipslot_os::process::Cmd;
 
 /// One file to put on the ESP.
 #[derive(Debug, Clone, Copy)]

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::layout::{Layout, Partition, Role, SECTOR};
 use super::DiskError;
-use crate::command::Cmd;
 use crate::mkfs::{format_uuid, uuid_from_seed};
+use flipslot_os::process::Cmd;
 
 /// GPT type code (sgdisk's short form) of the ESP.
 pub const TYPE_ESP: &str = "ef00";

@@ -51,12 +51,12 @@ pub fn initial_env(layout: &Layout) -> Vec<(String, String)> {
 }
 
 /// Encodes a GRUB environment block as `grub-editenv` writes it (the shared codec in
-/// [`crate::grubenv`]): the header, one `name=value\n` line per variable, `#` padding.
+/// [`flipslot_bootenv::grubenv`]): the header, one `name=value\n` line per variable, `#` padding.
 pub fn grubenv_block(vars: &[(String, String)]) -> Result<Vec<u8>, DiskError> {
-    let err = |e: crate::grubenv::GrubEnvError| DiskError::GrubEnv {
+    let err = |e: flipslot_bootenv::grubenv::GrubEnvError| DiskError::GrubEnv {
         reason: e.to_string(),
     };
-    let mut env = crate::grubenv::GrubEnv::new();
+    let mut env = flipslot_bootenv::grubenv::GrubEnv::new();
     for (name, value) in vars {
         env.set(name, value).map_err(err)?;
     }
@@ -65,7 +65,7 @@ pub fn grubenv_block(vars: &[(String, String)]) -> Result<Vec<u8>, DiskError> {
 
 /// Parses a GRUB environment block into its variables, in order.
 pub fn parse_grubenv(block: &[u8]) -> Result<Vec<(String, String)>, DiskError> {
-    let env = crate::grubenv::GrubEnv::parse(block).map_err(|e| DiskError::GrubEnv {
+    let env = flipslot_bootenv::grubenv::GrubEnv::parse(block).map_err(|e| DiskError::GrubEnv {
         reason: e.to_string(),
     })?;
     Ok(env

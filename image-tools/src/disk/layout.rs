@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::DiskError;
-use crate::manifest::valid_class;
+use flipslot_format::manifest::valid_class;
 
 /// Bytes per sector of the disks built here.
 pub const SECTOR: u64 = 512;
@@ -162,7 +162,7 @@ struct RawPartition {
     status_file: Option<String>,
 }
 
-pub use crate::units::parse_size;
+pub use flipslot_format::units::parse_size;
 
 fn size_value(raw: &RawSize) -> Result<u64, String> {
     match raw {

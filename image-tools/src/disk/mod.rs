@@ -93,13 +93,13 @@ use std::path::{Path, PathBuf};
 
 pub use layout::{Bootloader, DataFs, Layout, Partition, Role};
 
-use crate::builder::Progress;
-use crate::command::{find_program, CommandError};
-use crate::error::BundleError;
 use crate::mkfs::{self, FsType, MkfsError, MkfsOptions};
-use crate::reader::Bundle;
-use crate::source::ByteSource;
 use esp::EspFile;
+use flipslot_format::builder::Progress;
+use flipslot_format::error::BundleError;
+use flipslot_format::reader::Bundle;
+use flipslot_format::source::ByteSource;
+use flipslot_os::process::{find_program, CommandError};
 use gpt::DiskGuids;
 use write::{copy_file_into, io_err, write_sparse_at, ScratchDir};
 
@@ -529,9 +529,9 @@ pub fn build_disk<S: ByteSource>(
 fn factory_status(
     layout: &Layout,
     slot_label: &str,
-    manifest: &crate::Manifest,
+    manifest: &flipslot_format::Manifest,
     image_index: usize,
-    manifest_sha256: crate::Sha256Digest,
+    manifest_sha256: flipslot_format::Sha256Digest,
     timestamp: u64,
 ) -> Vec<u8> {
     let img = &manifest.images[image_index];
@@ -673,7 +673,7 @@ fn write_ext4(
                     let mut from = d.as_os_str().to_owned();
                     from.push("/.");
                     fs::create_dir(&stage).map_err(io_err("create", &stage))?;
-                    crate::command::Cmd::new("cp")
+                    flipslot_os::process::Cmd::new("cp")
                         .arg("-a")
                         .arg("--")
                         .arg(&from)

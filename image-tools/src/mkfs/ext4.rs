@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{format_uuid, remove_if_exists, MkfsError, MkfsOptions, EXT4_BLOCK, SOURCE_DATE_EPOCH};
-use crate::command::Cmd;
+use flipslot_os::process::Cmd;
 
 /// Bytes per ext4 inode (mke2fs default for ext4).
 const EXT4_INODE_SIZE: u64 = 256;

@@ -3,7 +3,7 @@
 //! The same tree (same names, contents, modes, owners, xattrs) built with the same
 //! [`MkfsOptions`] and the same tool versions gives a byte-identical image, whatever the times
 //! of the files on the host and whenever the build runs. Debian's standard tools do the work;
-//! every subprocess goes through [`crate::command::Cmd`]. The tools receive the timestamp only
+//! every subprocess goes through [`flipslot_os::process::Cmd`]. The tools receive the timestamp only
 //! through their flags: `SOURCE_DATE_EPOCH` is removed from their environment (mksquashfs
 //! refuses it together with `-mkfs-time`, and mkfs.erofs 1.5 lets it override `-T`). Callers
 //! read it with [`source_date_epoch`] and pass it as [`MkfsOptions::timestamp`].
@@ -55,7 +55,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::command::{Cmd, CommandError};
+use flipslot_os::process::{Cmd, CommandError};
 
 /// Name of the environment variable read by [`source_date_epoch`].
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";

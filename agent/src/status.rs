@@ -6,8 +6,6 @@
 //! file left by a crash is ignored by [`StatusFile::load`] and replaced by the next save.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -159,13 +157,7 @@ struct FormatProbe {
 }
 
 /// The temp file [`StatusFile::save`] writes before renaming it over `path`.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
+pub use flipslot_os::fs::temp_path;
 
 impl StatusFile {
     /// Decodes status JSON; `path` is only used in messages.
@@ -205,24 +197,14 @@ impl StatusFile {
 
     /// Replaces the status file atomically (temp file, fsync, rename, fsync directory).
     pub fn save(&self, path: &Path) -> Result<(), StatusError> {
-        let tmp = temp_path(path);
-        let write_err = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| StatusError::Write { path: p, source }
-        };
-        let text = self
-            .to_json()
-            .map_err(|e| write_err(path)(std::io::Error::other(e)))?;
-        let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
-        file.write_all(text.as_bytes()).map_err(write_err(&tmp))?;
-        file.sync_all().map_err(write_err(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(write_err(path))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        crate::sys::fsync_dir(dir).map_err(write_err(dir))?;
+        let text = self.to_json().map_err(|e| StatusError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        flipslot_os::fs::atomic_write(path, text.as_bytes()).map_err(|e| StatusError::Write {
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(())
     }
 

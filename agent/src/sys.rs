@@ -1,4 +1,6 @@
-//! The only module that makes system calls beyond plain file I/O (ioctls, device numbers).
+//! The only module of the agent that makes system calls beyond plain file I/O (ioctls,
+//! device numbers, locks, reboot). Subprocesses and atomic file replacement live in
+//! [`flipslot_os`], the only other place allowed to make system calls.
 //!
 //! `unsafe` is allowed here and only here, for the `BLKGETSIZE64` ioctl; each use states
 //! its invariant.
@@ -45,11 +47,6 @@ pub fn device_numbers(path: &Path) -> io::Result<Option<(u64, u64)>> {
     )))
 }
 
-/// Flushes a directory's entries to disk (after a rename into it).
-pub fn fsync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -63,13 +60,6 @@ mod tests {
         assert_eq!(block_device_size(f.as_file()).unwrap(), 4103);
         assert_eq!(device_numbers(f.path()).unwrap(), None);
         assert!(device_numbers(Path::new("/nonexistent/dev")).is_err());
-    }
-
-    #[test]
-    fn fsyncs_a_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        fsync_dir(dir.path()).unwrap();
-        assert!(fsync_dir(&dir.path().join("missing")).is_err());
     }
 
     /// Exercises the ioctl on any block device this machine lets us open.
@@ -146,70 +136,6 @@ pub fn lock_exclusive(path: &Path) -> io::Result<LockGuard> {
     }
 }
 
-/// How a command run by [`run_with_timeout`] ended.
-#[derive(Debug)]
-pub enum RunOutcome {
-    /// It exited (or was killed by a signal) on its own.
-    Exited {
-        /// The exit status.
-        status: std::process::ExitStatus,
-        /// The last lines of its stderr.
-        stderr_tail: String,
-    },
-    /// It was still running at the timeout and was killed.
-    TimedOut,
-}
-
-/// Runs `argv` (no shell; stdin null, stdout discarded, stderr captured) and kills it
-/// when it runs longer than `timeout`.
-pub fn run_with_timeout(argv: &[String], timeout: std::time::Duration) -> io::Result<RunOutcome> {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            // Reading stops at EOF, when the child exits or is killed.
-            s.take(1 << 20).read_to_end(&mut buf).ok();
-        }
-        buf
-    });
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if start.elapsed() >= timeout {
-            child.kill().ok();
-            child.wait()?;
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let err = reader.join().unwrap_or_default();
-    Ok(match status {
-        Some(status) => {
-            let text = String::from_utf8_lossy(&err);
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-            RunOutcome::Exited {
-                status,
-                stderr_tail: tail,
-            }
-        }
-        None => RunOutcome::TimedOut,
-    })
-}
-
 /// Whether systemd is the running init (its runtime directory exists under `root`).
 pub fn systemd_running(root: &crate::paths::Root) -> bool {
     root.resolve(Path::new(crate::paths::SYSTEMD_RUNTIME_DIR))
@@ -220,14 +146,13 @@ pub fn systemd_running(root: &crate::paths::Root) -> bool {
 /// the filesystems and calling reboot(2) directly.
 pub fn reboot(root: &crate::paths::Root) -> io::Result<()> {
     if systemd_running(root) {
-        let status = std::process::Command::new("systemctl")
+        match flipslot_os::process::Cmd::new("systemctl")
             .arg("reboot")
-            .stdin(std::process::Stdio::null())
-            .status()?;
-        if status.success() {
-            return Ok(());
+            .run()
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => log::warn!("{e}; rebooting directly"),
         }
-        log::warn!("systemctl reboot failed ({status}); rebooting directly");
     }
     nix::unistd::sync();
     match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT) {
@@ -241,126 +166,4 @@ pub fn reboot(root: &crate::paths::Root) -> io::Result<()> {
 pub fn power_cut() {
     let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     eprintln!("flipslot: power cut failed: {e}");
-}
-
-/// How a command run by [`run_capture_with_timeout`] ended.
-#[derive(Debug)]
-pub enum CaptureOutcome {
-    /// It exited (or was killed by a signal) on its own and closed its output.
-    Exited {
-        /// The exit status.
-        status: std::process::ExitStatus,
-        /// Its standard output (at most the first MiB).
-        stdout: Vec<u8>,
-        /// The last lines of its stderr.
-        stderr_tail: String,
-    },
-    /// It was still running, or its output still open, at the timeout; it was killed.
-    TimedOut,
-}
-
-/// Runs `program` with `args` (no shell; stdin null, stdout and stderr captured) and kills
-/// it when it runs longer than `timeout`. Only the program itself is killed, not processes
-/// it started; output they keep open past the timeout counts as a timeout.
-pub fn run_capture_with_timeout(
-    program: &Path,
-    args: &[&str],
-    timeout: std::time::Duration,
-) -> io::Result<CaptureOutcome> {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    use std::sync::mpsc;
-    const LIMIT: u64 = 1 << 20;
-    fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                // Keep the first MiB and drain the rest, so the child never blocks on a full
-                // pipe; reading stops at EOF.
-                pipe.by_ref().take(LIMIT).read_to_end(&mut buf).ok();
-                io::copy(&mut pipe, &mut io::sink()).ok();
-            }
-            tx.send(buf).ok();
-        });
-        rx
-    }
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            child.kill().ok();
-            child.wait()?;
-            return Ok(CaptureOutcome::TimedOut);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
-    let Ok(stdout) = out.recv_timeout(left) else {
-        return Ok(CaptureOutcome::TimedOut);
-    };
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
-    let err = err.recv_timeout(left).unwrap_or_default();
-    let text = String::from_utf8_lossy(&err);
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    let stderr_tail = lines[lines.len().saturating_sub(5)..].join("\n");
-    Ok(CaptureOutcome::Exited {
-        status,
-        stdout,
-        stderr_tail,
-    })
-}
-
-#[cfg(test)]
-mod capture_tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn captures_stdout_status_and_stderr() {
-        let out = run_capture_with_timeout(
-            Path::new("/bin/sh"),
-            &["-c", "echo out; echo err >&2; exit 3"],
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        let CaptureOutcome::Exited {
-            status,
-            stdout,
-            stderr_tail,
-        } = out
-        else {
-            panic!("timed out");
-        };
-        assert_eq!(status.code(), Some(3));
-        assert_eq!(stdout, b"out\n");
-        assert_eq!(stderr_tail, "err");
-        assert!(
-            run_capture_with_timeout(Path::new("/nonexistent/x"), &[], Duration::from_secs(1))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn kills_at_the_timeout() {
-        let start = std::time::Instant::now();
-        let out = run_capture_with_timeout(
-            Path::new("/bin/sh"),
-            &["-c", "sleep 30"],
-            Duration::from_millis(200),
-        )
-        .unwrap();
-        assert!(matches!(out, CaptureOutcome::TimedOut));
-        assert!(start.elapsed() < Duration::from_secs(20));
-    }
 }

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 
 use super::abstate::{AbState, SlotBootState};
 use super::Bootloader;
-use crate::sys::{self, CaptureOutcome};
+use flipslot_os::process::{stderr_tail, Cmd, CommandError};
 
 /// How long one call of the script may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,7 +60,11 @@ pub trait ScriptRunner {
     ) -> std::io::Result<ScriptOutcome>;
 }
 
-/// Runs the script as a process ([`sys::run_capture_with_timeout`]).
+/// How much of the script's standard output and standard error is kept.
+const OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// Runs the script as a process ([`flipslot_os::process::Cmd`], its standard output capped
+/// at 1 MiB).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessRunner;
 
@@ -71,21 +75,20 @@ impl ScriptRunner for ProcessRunner {
         args: &[&str],
         timeout: Duration,
     ) -> std::io::Result<ScriptOutcome> {
-        Ok(
-            match sys::run_capture_with_timeout(script, args, timeout)? {
-                CaptureOutcome::Exited {
-                    status,
-                    stdout,
-                    stderr_tail,
-                } => ScriptOutcome::Exited {
-                    success: status.success(),
-                    status: status.to_string(),
-                    stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                    stderr_tail,
-                },
-                CaptureOutcome::TimedOut => ScriptOutcome::TimedOut,
-            },
-        )
+        let cmd = Cmd::new(script)
+            .args(args)
+            .timeout(timeout)
+            .output_limit(OUTPUT_LIMIT);
+        match cmd.output() {
+            Ok(out) => Ok(ScriptOutcome::Exited {
+                success: out.status.success(),
+                status: out.status.to_string(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr_tail: stderr_tail(&out.stderr, 5),
+            }),
+            Err(CommandError::TimedOut { .. }) => Ok(ScriptOutcome::TimedOut),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
     }
 }
 

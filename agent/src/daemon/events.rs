@@ -191,10 +191,7 @@ impl Reports {
             remove(old);
         }
         let path = self.queue_dir.join(format!("{next:08}.json"));
-        let tmp = crate::status::temp_path(&path);
-        std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        flipslot_os::fs::atomic_write(&path, text.as_bytes())?;
         Ok(())
     }
 }

@@ -61,20 +61,21 @@ pub struct CommandReboot {
 
 impl Rebooter for CommandReboot {
     fn reboot(&self) -> Result<()> {
-        let argv = [self.program.display().to_string()];
-        match crate::sys::run_with_timeout(&argv, Duration::from_secs(60)) {
-            Ok(crate::sys::RunOutcome::Exited { status, .. }) if status.success() => Ok(()),
-            Ok(crate::sys::RunOutcome::Exited {
-                status,
-                stderr_tail,
-            }) => Err(anyhow!(
-                "reboot command {} exited with {status}: {stderr_tail}",
-                argv[0]
+        let program = self.program.display().to_string();
+        let cmd = flipslot_os::process::Cmd::new(&self.program)
+            .discard_stdout()
+            .timeout(Duration::from_secs(60));
+        match cmd.output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(anyhow!(
+                "reboot command {program} exited with {}: {}",
+                out.status,
+                flipslot_os::process::stderr_tail(&out.stderr, 5)
             )),
-            Ok(crate::sys::RunOutcome::TimedOut) => {
-                Err(anyhow!("reboot command {} timed out", argv[0]))
+            Err(flipslot_os::process::CommandError::TimedOut { .. }) => {
+                Err(anyhow!("reboot command {program} timed out"))
             }
-            Err(e) => Err(anyhow!("cannot run reboot command {}: {e}", argv[0])),
+            Err(e) => Err(anyhow!("cannot run reboot command {program}: {e}")),
         }
     }
 }

@@ -5,10 +5,8 @@
 //! Versioned by `format` (only 1 is understood) and saved atomically like the status
 //! file: temp file, fsync, rename, fsync the directory. Only the daemon writes it.
 
-use crate::status::temp_path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 /// The only format this version reads and writes.
@@ -75,19 +73,9 @@ impl DaemonState {
 
     /// Replaces the state file atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = temp_path(path);
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        crate::sys::fsync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
+        flipslot_os::fs::atomic_write(path, text.as_bytes())?;
         Ok(())
     }
 
@@ -104,6 +92,7 @@ impl DaemonState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::temp_path;
 
     const FORMAT1_FIXTURE: &str = r#"{
   "format": 1,

@@ -1,9 +1,10 @@
 //! The host's health checks and reboot: systemd units through `systemctl`, commands with a
-//! timeout, HTTP with the minimal client. All process handling lives in `crate::sys`.
+//! timeout, HTTP with the minimal client. Commands run through [`flipslot_os::process`].
 
 use crate::health::CheckRunner;
 use crate::paths::Root;
-use crate::sys::{self, RunOutcome};
+use crate::sys;
+use flipslot_os::process::{stderr_tail, Cmd, CommandError};
 use std::time::Duration;
 
 /// Runs checks on this machine.
@@ -14,21 +15,25 @@ pub struct HostChecks {
 }
 
 fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
-    match sys::run_with_timeout(argv, timeout) {
-        Ok(RunOutcome::Exited { status, .. }) if status.success() => Ok(()),
-        Ok(RunOutcome::Exited {
-            status,
-            stderr_tail,
-        }) => Err(if stderr_tail.is_empty() {
-            format!("{} exited with {status}", argv[0])
-        } else {
-            format!(
-                "{} exited with {status}: {}",
-                argv[0],
-                stderr_tail.replace('\n', " | ")
-            )
-        }),
-        Ok(RunOutcome::TimedOut) => Err(format!(
+    let Some(cmd) = Cmd::from_argv(argv) else {
+        return Err("cannot run an empty command".into());
+    };
+    match cmd.discard_stdout().timeout(timeout).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => {
+            let status = out.status;
+            let stderr_tail = stderr_tail(&out.stderr, 5);
+            Err(if stderr_tail.is_empty() {
+                format!("{} exited with {status}", argv[0])
+            } else {
+                format!(
+                    "{} exited with {status}: {}",
+                    argv[0],
+                    stderr_tail.replace('\n', " | ")
+                )
+            })
+        }
+        Err(CommandError::TimedOut { .. }) => Err(format!(
             "{} did not finish within {} s and was killed",
             argv[0],
             timeout.as_secs()

@@ -429,13 +429,8 @@ fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitSta
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-        loop {
-            match waitid(Id::Pid(pid), flags) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                // Exited, or cannot be waited for here: the caller's `wait` tells.
-                _ => break,
-            }
-        }
+        // Until it exited, or cannot be waited for here (the caller's `wait` tells).
+        while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pid), flags) {}
         tx.send(()).ok();
     });
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

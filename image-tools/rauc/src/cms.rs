@@ -21,14 +21,13 @@
 
 use der::asn1::{ObjectIdentifier, SetOfVec};
 use der::{Decode, Encode, Header, Reader, SliceReader, Tagged};
-use sha2::Digest as _;
 use x509_cert::attr::Attribute;
 
 use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier, SignerInfo};
 
-use super::x509::{
-    self, fmt_time, oid, Cert, CertInfo, Scheme, TrustStore, VerifyOptions, X509Error,
-};
+pub use crate::digest::{DigestAlg, Hasher};
+use crate::oid;
+use crate::x509::{self, fmt_time, Cert, CertInfo, Scheme, TrustStore, VerifyOptions, X509Error};
 
 /// Largest CMS blob [`SignedData::from_der`] parses. RAUC's own default
 /// `max-bundle-signature-size` is 64 KiB.
@@ -54,7 +53,12 @@ const TAG_CONTEXT_1: u8 = 0xa1;
 pub enum CmsError {
     /// The blob exceeds [`MAX_CMS_SIZE`].
     #[error("CMS signature of {size} bytes exceeds the limit of {max} bytes")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The blob's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
     /// The blob is not a well-formed DER CMS structure.
     #[error("malformed CMS signature: {0}")]
     Malformed(String),
@@ -76,7 +80,9 @@ pub enum CmsError {
     /// The signature algorithm does not fit the signer's key type.
     #[error("signature algorithm {oid} does not fit the key of signer {subject}")]
     KeyMismatch {
+        /// The certificate's subject.
         subject: String,
+        /// The object identifier.
         oid: ObjectIdentifier,
     },
     /// The signer certificate is in neither the signature nor the keyring.
@@ -88,15 +94,23 @@ pub enum CmsError {
     /// The contentType attribute differs from the encapsulated content type.
     #[error("CMS contentType attribute {attribute} differs from the content type {content}")]
     ContentTypeMismatch {
+        /// The contentType attribute's value.
         attribute: ObjectIdentifier,
+        /// The encapsulated content type.
         content: ObjectIdentifier,
     },
     /// The signed content's digest differs from the signed messageDigest.
     #[error("{what} digest does not match the signature (the bundle was modified)")]
-    DigestMismatch { what: &'static str },
+    DigestMismatch {
+        /// What was hashed.
+        what: &'static str,
+    },
     /// The signature value does not verify with the signer's key.
     #[error("signature by {subject} does not verify (the signature was modified or forged)")]
-    BadSignature { subject: String },
+    BadSignature {
+        /// The certificate's subject.
+        subject: String,
+    },
     /// `use_signing_time` is set but the signature has no signingTime.
     #[error("use-bundle-signing-time is set, but the signature has no signingTime attribute")]
     NoSigningTime,
@@ -109,134 +123,16 @@ pub enum CmsError {
     /// The digest passed to [`SignedData::verify_detached`] has the wrong length.
     #[error("{alg} digest of {got} bytes given, {expected} expected")]
     DigestLength {
+        /// The signature's digest algorithm.
         alg: DigestAlg,
+        /// The length the algorithm gives.
         expected: usize,
+        /// The length given.
         got: usize,
     },
     /// A certificate, key or chain problem.
     #[error(transparent)]
     Certificate(#[from] X509Error),
-}
-
-/// A digest algorithm a signature may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DigestAlg {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl DigestAlg {
-    /// The algorithm an object identifier names, if supported.
-    pub fn from_oid(id: ObjectIdentifier) -> Option<Self> {
-        match id {
-            oid::SHA256 => Some(DigestAlg::Sha256),
-            oid::SHA384 => Some(DigestAlg::Sha384),
-            oid::SHA512 => Some(DigestAlg::Sha512),
-            _ => None,
-        }
-    }
-
-    /// Its object identifier.
-    pub fn oid(self) -> ObjectIdentifier {
-        match self {
-            DigestAlg::Sha256 => oid::SHA256,
-            DigestAlg::Sha384 => oid::SHA384,
-            DigestAlg::Sha512 => oid::SHA512,
-        }
-    }
-
-    /// `sha256`, `sha384` or `sha512`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DigestAlg::Sha256 => "sha256",
-            DigestAlg::Sha384 => "sha384",
-            DigestAlg::Sha512 => "sha512",
-        }
-    }
-
-    /// The digest length in bytes.
-    pub fn output_len(self) -> usize {
-        match self {
-            DigestAlg::Sha256 => 32,
-            DigestAlg::Sha384 => 48,
-            DigestAlg::Sha512 => 64,
-        }
-    }
-
-    /// An incremental hasher, for streaming a payload.
-    pub fn hasher(self) -> Hasher {
-        Hasher(match self {
-            DigestAlg::Sha256 => HasherState::Sha256(sha2::Sha256::new()),
-            DigestAlg::Sha384 => HasherState::Sha384(sha2::Sha384::new()),
-            DigestAlg::Sha512 => HasherState::Sha512(sha2::Sha512::new()),
-        })
-    }
-
-    /// The digest of `data`.
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        let mut hasher = self.hasher();
-        hasher.update(data);
-        hasher.finalize()
-    }
-}
-
-impl std::fmt::Display for DigestAlg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An incremental hash; also an [`std::io::Write`] sink, so `std::io::copy` can feed it.
-#[derive(Clone, Debug)]
-pub struct Hasher(HasherState);
-
-#[derive(Clone, Debug)]
-enum HasherState {
-    Sha256(sha2::Sha256),
-    Sha384(sha2::Sha384),
-    Sha512(sha2::Sha512),
-}
-
-impl Hasher {
-    /// Feeds bytes.
-    pub fn update(&mut self, data: &[u8]) {
-        match &mut self.0 {
-            HasherState::Sha256(h) => h.update(data),
-            HasherState::Sha384(h) => h.update(data),
-            HasherState::Sha512(h) => h.update(data),
-        }
-    }
-
-    /// The digest.
-    pub fn finalize(self) -> Vec<u8> {
-        match self.0 {
-            HasherState::Sha256(h) => h.finalize().to_vec(),
-            HasherState::Sha384(h) => h.finalize().to_vec(),
-            HasherState::Sha512(h) => h.finalize().to_vec(),
-        }
-    }
-
-    /// The algorithm.
-    pub fn algorithm(&self) -> DigestAlg {
-        match self.0 {
-            HasherState::Sha256(_) => DigestAlg::Sha256,
-            HasherState::Sha384(_) => DigestAlg::Sha384,
-            HasherState::Sha512(_) => DigestAlg::Sha512,
-        }
-    }
-}
-
-impl std::io::Write for Hasher {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Who signed, as established by a successful verification.
@@ -667,30 +563,6 @@ fn signed_attrs_der(signer_info: &[u8]) -> Result<Option<Vec<u8>>, CmsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digest_algorithms() {
-        for (alg, len, name) in [
-            (DigestAlg::Sha256, 32, "sha256"),
-            (DigestAlg::Sha384, 48, "sha384"),
-            (DigestAlg::Sha512, 64, "sha512"),
-        ] {
-            assert_eq!(DigestAlg::from_oid(alg.oid()), Some(alg));
-            assert_eq!(alg.output_len(), len);
-            assert_eq!(alg.name(), name);
-            assert_eq!(alg.digest(b"abc").len(), len);
-            let mut h = alg.hasher();
-            h.update(b"a");
-            std::io::Write::write_all(&mut h, b"bc").unwrap();
-            assert_eq!(h.algorithm(), alg);
-            assert_eq!(h.finalize(), alg.digest(b"abc"));
-        }
-        assert_eq!(
-            hex::encode(DigestAlg::Sha256.digest(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(DigestAlg::from_oid(oid::SHA256_WITH_RSA), None);
-    }
 
     #[test]
     fn rejects_oversized_and_garbage() {

@@ -15,8 +15,10 @@
 
 pub mod bundle;
 pub mod cms;
+pub mod digest;
 pub mod keyfile;
 pub mod manifest;
+pub(crate) mod oid;
 pub mod plain;
 pub mod verity;
 pub mod x509;

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
-use super::cms::DigestAlg;
+use crate::digest::DigestAlg;
 use flipslot_format::source::ByteSource;
 
 /// Size of the blocks whose hashes are kept.

@@ -12,7 +12,8 @@ use x509_cert::name::Name;
 use x509_cert::Certificate;
 
 use super::keys::{cert_signature_algorithm, PublicKey};
-use super::{oid, X509Error};
+use super::X509Error;
+use crate::oid;
 use flipslot_format::timefmt;
 
 /// A certificate for display (`info` output).

@@ -5,7 +5,8 @@
 use der::asn1::ObjectIdentifier;
 
 use super::cert::Exts;
-use super::{fmt_time, name_string, oid, Cert, Purpose, TrustStore, VerifyOptions, X509Error};
+use super::{fmt_time, name_string, Cert, Purpose, TrustStore, VerifyOptions, X509Error};
+use crate::oid;
 
 /// Longest chain tried, signer and anchor included (OpenSSL allows 100; RAUC chains have
 /// two or three certificates).

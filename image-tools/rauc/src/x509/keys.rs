@@ -5,8 +5,9 @@ use der::asn1::ObjectIdentifier;
 use der::Decode;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
-use super::{oid, X509Error};
-use crate::cms::DigestAlg;
+use super::X509Error;
+use crate::digest::DigestAlg;
+use crate::oid;
 
 /// RSA moduli accepted, in bits.
 const RSA_MIN_BITS: usize = 1024;

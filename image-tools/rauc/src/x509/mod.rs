@@ -27,13 +27,12 @@
 //!
 //! The code is split by concern: `store` loads the keyring, `chain` builds and checks
 //! chains (the rules above), `cert` parses one certificate, `keys` holds the signature
-//! primitives and `oid` the object identifiers. This module holds the error type,
+//! primitives; the object identifiers are in `crate::oid`. This module holds the error type,
 //! [`Purpose`] and [`VerifyOptions`], and re-exports the rest.
 
 mod cert;
 mod chain;
 mod keys;
-pub(crate) mod oid;
 mod store;
 
 use std::fmt;
@@ -58,74 +57,126 @@ pub enum X509Error {
     /// A keyring file or directory could not be read.
     #[error("cannot read keyring {}: {source}", path.display())]
     Io {
+        /// The keyring file or directory.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// A keyring file is not valid PEM, or a certificate in it does not parse.
     #[error("keyring {origin}: {reason}")]
-    Keyring { origin: String, reason: String },
+    Keyring {
+        /// The keyring file or directory.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A keyring file or directory holds no certificate.
     #[error("keyring {origin} holds no certificates")]
-    EmptyKeyring { origin: String },
+    EmptyKeyring {
+        /// The keyring file or directory.
+        origin: String,
+    },
     /// A certificate is not valid DER X.509.
     #[error("cannot parse {what}: {source}")]
     Parse {
+        /// What was parsed.
         what: String,
+        /// The underlying error.
         #[source]
         source: der::Error,
     },
     /// An extension does not parse, is duplicated, is critical and unknown, or is not
     /// supported.
     #[error("certificate {subject}: {reason}")]
-    Extension { subject: String, reason: String },
+    Extension {
+        /// The certificate's subject.
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The certificate's notBefore lies after the verification time.
     #[error("certificate {subject} is not valid before {not_before} (verification time {time})")]
     NotYetValid {
+        /// The certificate's subject.
         subject: String,
+        /// The certificate's notBefore.
         not_before: String,
+        /// The verification time.
         time: String,
     },
     /// The certificate's notAfter lies before the verification time.
     #[error("certificate {subject} expired at {not_after} (verification time {time})")]
     Expired {
+        /// The certificate's subject.
         subject: String,
+        /// The certificate's notAfter.
         not_after: String,
+        /// The verification time.
         time: String,
     },
     /// A signature or key algorithm is not one of those supported.
     #[error("certificate {subject}: unsupported {what} {oid}")]
     UnsupportedAlgorithm {
+        /// The certificate's subject.
         subject: String,
+        /// What is unsupported (signature algorithm, key algorithm).
         what: &'static str,
+        /// The object identifier.
         oid: ObjectIdentifier,
     },
     /// A public key does not parse or is not acceptable.
     #[error("certificate {subject}: bad public key: {reason}")]
-    BadKey { subject: String, reason: String },
+    BadKey {
+        /// The certificate's subject.
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A certificate's signature does not verify with its issuer's key.
     #[error("signature of certificate {subject} does not verify with the key of {issuer}")]
-    BadSignature { subject: String, issuer: String },
+    BadSignature {
+        /// The certificate's subject.
+        subject: String,
+        /// The issuer's subject.
+        issuer: String,
+    },
     /// No chain from the signer ends at a trusted certificate.
     #[error("signer {subject} does not chain to a trusted certificate: {reason}")]
-    Untrusted { subject: String, reason: String },
+    Untrusted {
+        /// The certificate's subject.
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A certificate that issues another one is not a CA.
     #[error("certificate {subject} is not a CA: {reason}")]
-    NotCa { subject: String, reason: String },
+    NotCa {
+        /// The certificate's subject.
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A CA's pathLenConstraint is exceeded.
     #[error(
         "certificate {subject} allows {limit} intermediate CAs below it, the chain has {count}"
     )]
     PathLength {
+        /// The certificate's subject.
         subject: String,
+        /// The pathLenConstraint.
         limit: u8,
+        /// The intermediate CAs below it in the chain.
         count: usize,
     },
     /// A certificate is not valid for the configured `check-purpose`.
     #[error("certificate {subject} is not valid for purpose {purpose}: {reason}")]
     Purpose {
+        /// The certificate's subject.
         subject: String,
+        /// The configured purpose.
         purpose: Purpose,
+        /// What is wrong.
         reason: String,
     },
     /// `check-purpose` names a purpose that is not supported.
@@ -133,10 +184,18 @@ pub enum X509Error {
     UnknownPurpose(String),
     /// The signer's common name is not in `allowed-signer-cns`.
     #[error("signer {subject} has no common name in allowed-signer-cns ({allowed})")]
-    SignerCnNotAllowed { subject: String, allowed: String },
+    SignerCnNotAllowed {
+        /// The certificate's subject.
+        subject: String,
+        /// The allowed common names.
+        allowed: String,
+    },
     /// The signer's common name contains a NUL byte (RAUC refuses these too).
     #[error("signer {subject} has a common name with an embedded NUL byte")]
-    SignerCnNul { subject: String },
+    SignerCnNul {
+        /// The certificate's subject.
+        subject: String,
+    },
 }
 
 /// The `check-purpose` of RAUC's `[keyring]` section.

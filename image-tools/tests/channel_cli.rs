@@ -157,6 +157,7 @@ fn cli_channel_from_a_real_bundle_then_verify() {
     assert_eq!(serial, v["issued_at"].as_u64().unwrap());
     assert_eq!(v["expires_at"].as_u64().unwrap(), serial + 12 * 3600);
     assert!(!dir.join("stable.json.tmp").exists());
+    assert!(!dir.join(".stable.json.tmp").exists());
 
     // The library accepts what the command wrote.
     let bytes = std::fs::read(dir.join("stable.json")).unwrap();

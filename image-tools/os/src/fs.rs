@@ -70,7 +70,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
 /// leaves `path` as it was.
 #[derive(Debug)]
 pub struct AtomicFile {
-    file: Option<File>,
+    file: File,
     tmp: PathBuf,
     path: PathBuf,
 }
@@ -99,7 +99,7 @@ impl AtomicFile {
             .open(&tmp)
             .map_err(fail("create", &tmp))?;
         Ok(AtomicFile {
-            file: Some(file),
+            file,
             tmp,
             path: path.to_path_buf(),
         })
@@ -115,18 +115,15 @@ impl AtomicFile {
         &self.path
     }
 
-    fn file(&mut self) -> io::Result<&mut File> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("atomic file already committed"))
+    /// The open temporary file (for positioned writes, `set_len`, or a tool writing to
+    /// [`AtomicFile::temp_path`]).
+    pub fn as_file(&self) -> &File {
+        &self.file
     }
 
     /// Syncs the temporary file, renames it over the target and syncs the directory.
     pub fn commit(mut self) -> Result<(), AtomicWriteError> {
-        let file = self.file.take();
-        if let Some(file) = file {
-            file.sync_all().map_err(fail("sync", &self.tmp))?;
-        }
+        self.file.sync_all().map_err(fail("sync", &self.tmp))?;
         std::fs::rename(&self.tmp, &self.path).map_err(fail(
             format!("rename {} to", self.tmp.display()),
             &self.path,
@@ -140,17 +137,17 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file()?.write(buf)
+        self.file.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file()?.flush()
+        self.file.flush()
     }
 }
 
 impl Seek for AtomicFile {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file()?.seek(pos)
+        self.file.seek(pos)
     }
 }
 
@@ -159,7 +156,6 @@ impl Drop for AtomicFile {
         if self.tmp.as_os_str().is_empty() {
             return;
         }
-        drop(self.file.take());
         if let Err(e) = std::fs::remove_file(&self.tmp) {
             if e.kind() != io::ErrorKind::NotFound {
                 log::warn!("cannot remove {}: {e}", self.tmp.display());

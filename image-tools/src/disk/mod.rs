@@ -7,8 +7,9 @@
 //! streamed (every chunk verified) into the first slot, the other slots left zero, and data
 //! partitions made with `mke2fs` (through [`crate::mkfs`]). Every filesystem is copied in at its
 //! partition's offset by this crate, skipping zero blocks. The image is written to
-//! `OUT.tmp` and renamed to `OUT` when complete; an existing `OUT` that is not a regular file
-//! is refused (this module never writes to a device).
+//! `.OUT.tmp` and renamed to `OUT` when complete ([`flipslot_os::fs::AtomicFile`]); an
+//! existing `OUT` that is not a regular file is refused (this module never writes to a
+//! device).
 //!
 //! # Layout file (TOML)
 //!
@@ -99,6 +100,7 @@ use flipslot_format::builder::Progress;
 use flipslot_format::error::BundleError;
 use flipslot_format::reader::Bundle;
 use flipslot_format::source::ByteSource;
+use flipslot_os::fs::AtomicFile;
 use flipslot_os::process::{find_program, CommandError};
 use gpt::DiskGuids;
 use write::{copy_file_into, io_err, write_sparse_at, ScratchDir};
@@ -397,22 +399,12 @@ pub fn build_disk<S: ByteSource>(
             });
         }
     }
-    let mut tmp_name = out
-        .file_name()
-        .unwrap_or(OsStr::new("disk.img"))
-        .to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = out.with_file_name(tmp_name);
     let scratch = ScratchDir::create(sibling(out, &format!(".disk-{}.d", std::process::id())))?;
 
-    let result = (|| {
-        let disk = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
+    let atomic = AtomicFile::create(out).map_err(atomic_err)?;
+    let tmp = atomic.temp_path().to_path_buf();
+    let result = (|| -> Result<DiskSummary, DiskError> {
+        let disk = atomic.as_file();
         disk.set_len(layout.disk_size())
             .map_err(io_err("set the size of", &tmp))?;
         gpt::write_gpt(&tmp, layout, &guids)?;
@@ -421,7 +413,7 @@ pub fn build_disk<S: ByteSource>(
         let reproducible = write_esp(
             layout,
             esp_part,
-            &disk,
+            disk,
             &tmp,
             scratch.path(),
             &opts.grub_dir,
@@ -432,7 +424,7 @@ pub fn build_disk<S: ByteSource>(
 
         let total = image_size;
         bundle.stream_image(image_index, &mut |pos, data| {
-            write_sparse_at(&disk, &tmp, slot.start + pos, data)
+            write_sparse_at(disk, &tmp, slot.start + pos, data)
                 .map_err(|e| BundleError::Build(e.to_string()))?;
             progress("write", pos + data.len() as u64, total);
             Ok(())
@@ -468,16 +460,7 @@ pub fn build_disk<S: ByteSource>(
                             ),
                         )
                     });
-                    write_ext4(
-                        p,
-                        dir,
-                        status,
-                        &disk,
-                        &tmp,
-                        scratch.path(),
-                        &seed,
-                        timestamp,
-                    )?;
+                    write_ext4(p, dir, status, disk, &tmp, scratch.path(), &seed, timestamp)?;
                     progress("data", p.size, p.size);
                     match dir {
                         Some(d) => format!("ext4 from {}", d.display()),
@@ -496,9 +479,6 @@ pub fn build_disk<S: ByteSource>(
                 contents,
             });
         }
-        disk.sync_all().map_err(io_err("sync", &tmp))?;
-        drop(disk);
-        fs::rename(&tmp, out).map_err(io_err("rename into place", out))?;
         Ok(DiskSummary {
             path: out.clone(),
             size: layout.disk_size(),
@@ -511,14 +491,18 @@ pub fn build_disk<S: ByteSource>(
             partitions: summaries,
         })
     })();
-    if result.is_err() {
-        if let Err(e) = fs::remove_file(&tmp) {
-            if e.kind() != io::ErrorKind::NotFound {
-                log::warn!("cannot remove {}: {e}", tmp.display());
-            }
-        }
+    // On error, dropping `atomic` removes the temporary file.
+    let summary = result?;
+    atomic.commit().map_err(atomic_err)?;
+    Ok(summary)
+}
+
+fn atomic_err(e: flipslot_os::fs::AtomicWriteError) -> DiskError {
+    DiskError::Io {
+        action: e.op,
+        path: e.path,
+        source: e.source,
     }
-    result
 }
 
 /// The agent's status file (format 1) recording the factory image in slot `slot_label` as

@@ -123,10 +123,19 @@ pub enum Command {
         json: bool,
     },
     /// Commit a slot: the bootloader keeps booting it (OK=1, TRY=0).
+    ///
+    /// Takes the install lock without waiting: while an install or health run holds it,
+    /// the command changes nothing and exits 1, naming the lock file.
     MarkGood(MarkArgs),
     /// Take a slot out of the boot rotation (OK=0, TRY=0).
+    ///
+    /// Takes the install lock without waiting: while an install or health run holds it,
+    /// the command changes nothing and exits 1, naming the lock file.
     MarkBad(MarkArgs),
     /// Make a slot the one to boot next (first in ORDER, OK=1, TRY=0).
+    ///
+    /// Takes the install lock without waiting: while an install or health run holds it,
+    /// the command changes nothing and exits 1, naming the lock file.
     MarkActive(MarkArgs),
 }
 

@@ -77,14 +77,23 @@ impl Agent {
         Ok(slots::detect_booted(&self.cfg, &hint, &resolver)?)
     }
 
-    /// Takes the install lock (one installer or assessor at a time).
+    /// Takes the install lock without waiting. Every command that writes a slot or
+    /// changes the bootloader's choice holds it (install, health, rollback, mark), so one
+    /// runs at a time; while another holds it the error says so and names the file.
     pub fn lock(&self) -> Result<crate::sys::LockGuard> {
         let data_dir = self.root.resolve(&self.cfg.data_dir);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let path = data_dir.join(paths::LOCK_FILE_NAME);
-        crate::sys::lock_exclusive(&path)
-            .with_context(|| format!("cannot take the lock {}", path.display()))
+        match crate::sys::lock_exclusive(&path) {
+            Ok(guard) => Ok(guard),
+            // Already names the file and what holds it.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e.into()),
+            Err(e) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("cannot take the lock {}", path.display())))
+            }
+        }
     }
 
     /// The ed25519 keyring for flipslot bundles and channels.
@@ -380,24 +389,24 @@ pub struct MarkOutcome {
     pub primary: Option<String>,
 }
 
-/// Marks a slot good, bad or active.
+/// Marks a slot good, bad or active, holding the install lock (refused while an install
+/// or health run holds it: the slot it writes must not become primary half-written).
 pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
     let slot = agent.select_slot(which)?;
-    let mut bl = agent.bootloader()?;
     let name = match how {
-        Mark::Good => {
-            bl.mark_good(&slot.bootname)?;
-            "good"
-        }
-        Mark::Bad => {
-            bl.mark_bad(&slot.bootname)?;
-            "bad"
-        }
-        Mark::Active => {
-            bl.mark_active(&slot.bootname)?;
-            "active"
-        }
+        Mark::Good => "good",
+        Mark::Bad => "bad",
+        Mark::Active => "active",
     };
+    let _lock = agent
+        .lock()
+        .with_context(|| format!("cannot mark slot {} {name}", slot.name))?;
+    let mut bl = agent.bootloader()?;
+    match how {
+        Mark::Good => bl.mark_good(&slot.bootname)?,
+        Mark::Bad => bl.mark_bad(&slot.bootname)?,
+        Mark::Active => bl.mark_active(&slot.bootname)?,
+    }
     let primary = bl
         .primary()?
         .and_then(|bn| agent.cfg.slot_by_bootname(&bn))

@@ -101,6 +101,9 @@ pub enum RaucCommand {
         bundle: PathBuf,
     },
     /// Show the system status, or mark a slot.
+    ///
+    /// `mark-*` takes flipslot's install lock without waiting: while an install or health
+    /// run holds it, nothing is changed and the command exits 1, naming the lock file.
     Status {
         /// Also show each slot's installed bundle.
         #[arg(long)]

@@ -40,6 +40,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the booted and primary slot and every slot's boot and install state.
+    ///
+    /// Warns about a slot whose device does not exist (`device_exists: false` in
+    /// `--json`).
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -134,6 +137,7 @@ pub enum Command {
     MarkBad(MarkArgs),
     /// Make a slot the one to boot next (first in ORDER, OK=1, TRY=0).
     ///
+    /// Refused, with the bootloader untouched, when the slot's device does not exist.
     /// Takes the install lock without waiting: while an install or health run holds it,
     /// the command changes nothing and exits 1, naming the lock file.
     MarkActive(MarkArgs),

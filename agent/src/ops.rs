@@ -139,6 +139,26 @@ impl Agent {
         Ok((store, options))
     }
 
+    /// Whether the slot's device exists under the root (a dangling link counts as
+    /// missing); `None` when that cannot be told (e.g. no permission to look).
+    pub fn device_exists(&self, slot: &Slot) -> Option<bool> {
+        self.root.resolve(&slot.device).try_exists().ok()
+    }
+
+    /// Refuses to make a slot bootable whose device does not exist: the bootloader would
+    /// try to boot a partition that is not there.
+    fn require_device(&self, slot: &Slot) -> Result<()> {
+        if self.device_exists(slot) == Some(false) {
+            bail!(
+                "slot {} ({}): device {} does not exist",
+                slot.name,
+                slot.bootname,
+                slot.device.display()
+            );
+        }
+        Ok(())
+    }
+
     fn bootloader(&self) -> Result<Box<dyn Bootloader>> {
         bootloader::open_backend(&self.cfg, &self.root)
     }
@@ -210,6 +230,9 @@ pub struct SlotStatus {
     pub primary: bool,
     /// The last install into it, if recorded.
     pub installed: Option<SlotRecord>,
+    /// Whether its device exists (`false`: nothing can be installed into it or booted
+    /// from it; `status` warns).
+    pub device_exists: bool,
 }
 
 /// The answer of `flipslot status`.
@@ -261,6 +284,7 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
             boot_status: boot_status_str(ab.state(&s.bootname)),
             primary: primary_bn.as_deref() == Some(s.bootname.as_str()),
             installed: status.slots.get(&s.name).cloned(),
+            device_exists: agent.device_exists(s) != Some(false),
         })
         .collect();
     Ok(StatusReport {
@@ -398,6 +422,11 @@ pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
         Mark::Bad => "bad",
         Mark::Active => "active",
     };
+    if how == Mark::Active {
+        agent
+            .require_device(slot)
+            .with_context(|| format!("cannot mark slot {} active", slot.name))?;
+    }
     let _lock = agent
         .lock()
         .with_context(|| format!("cannot mark slot {} {name}", slot.name))?;
@@ -593,6 +622,9 @@ pub fn rollback(
     if target.name == booted.name {
         bail!("slot {} is the booted slot", target.name);
     }
+    agent
+        .require_device(target)
+        .with_context(|| format!("cannot roll back to slot {}", target.name))?;
     let mut bl = agent.bootloader()?;
     if bl.slot_state(&target.bootname)? == SlotBootState::Bad {
         bail!(

@@ -60,3 +60,49 @@ fn marks_are_refused_while_the_install_lock_is_held() {
     expect_success(&rauc(&f, &dropin, &["status", "mark-active", "rootfs.0"]));
     assert_eq!(f.primary().as_deref(), Some("A"));
 }
+
+#[test]
+fn mark_active_refuses_a_slot_whose_device_is_missing() {
+    let mut f = Fixture::new();
+    let missing = f.path().join("missing.img");
+    f.slots[1].device = missing.clone();
+    f.write_config();
+    let dropin = rauc_dropin(&f);
+    let before = f.snapshot();
+    let err = expect_failure(&f.run(["mark-active", "B"]), "does not exist");
+    assert!(
+        err.contains("rootfs.1") && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    f.assert_nothing_written(&before);
+    let out = rauc(&f, &dropin, &["status", "mark-active", "other"]);
+    let err = expect_failure(&out, "does not exist");
+    assert!(
+        err.contains("rootfs.1") && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    f.assert_nothing_written(&before);
+    assert!(!missing.exists(), "the missing device was created");
+}
+
+#[test]
+fn status_warns_about_a_slot_whose_device_is_missing() {
+    let mut f = Fixture::new();
+    let missing = f.path().join("missing.img");
+    f.slots[1].device = missing.clone();
+    f.write_config();
+    let v = f.status_json();
+    assert_eq!(v["slots"][0]["device_exists"], true, "{v}");
+    assert_eq!(v["slots"][1]["device_exists"], false, "{v}");
+    let out = f.run(["status"]);
+    expect_success(&out);
+    let text = support::stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "warning:    slot rootfs.1 (B): device {} does not exist",
+            missing.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches("warning:").count(), 1, "{text}");
+}

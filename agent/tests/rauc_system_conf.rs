@@ -278,3 +278,53 @@ fn relative_paths_resolve_inside_the_root() {
         Some(std::path::Path::new("/etc/rauc/ca.pem"))
     );
 }
+
+#[test]
+fn cli_refuses_a_repeated_group_or_key() {
+    let host = Host::new("grub-efi.conf");
+    let env = host.root.path().join("boot/efi/EFI/BOOT/grubenv");
+    std::fs::create_dir_all(env.parent().unwrap()).unwrap();
+    let mut block = grubenv::HEADER.as_bytes().to_vec();
+    block.resize(grubenv::DEFAULT_BLOCK_SIZE, b'#');
+    std::fs::write(&env, block).unwrap();
+    let out = host.status();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = host.root.path().join("etc/rauc/system.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let first_compatible = text
+        .lines()
+        .position(|l| l.starts_with("compatible="))
+        .unwrap()
+        + 1;
+    let lines = text.lines().count();
+    // A second compatible= in a repeated [system] group at the end.
+    std::fs::write(&conf, format!("{text}\n[system]\ncompatible=Other\n")).unwrap();
+    let out = host.status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("etc/rauc/system.conf")
+            && stderr.contains(&format!(
+                "line {}: group [system] appears again (first on line ",
+                lines + 2
+            )),
+        "{stderr}"
+    );
+    // The same key twice inside one group.
+    let twice = text.replacen("compatible=", "compatible=Other\ncompatible=", 1);
+    std::fs::write(&conf, twice).unwrap();
+    let out = host.status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "line {}: [system] compatible is set again (first on line {first_compatible})",
+            first_compatible + 1
+        )),
+        "{stderr}"
+    );
+}

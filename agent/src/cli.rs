@@ -42,7 +42,8 @@ pub enum Command {
     /// Show the booted and primary slot and every slot's boot and install state.
     ///
     /// Warns about a slot whose device does not exist (`device_exists: false` in
-    /// `--json`).
+    /// `--json`), and lists the config settings flipslot reads but ignores
+    /// (`config_notices`; other commands log them at debug level only).
     Status {
         /// Print JSON instead of text.
         #[arg(long)]

@@ -139,6 +139,15 @@ impl Agent {
         Ok((store, options))
     }
 
+    /// The config's notices (settings read but without effect), each naming the file.
+    pub fn config_notices(&self) -> Vec<String> {
+        self.cfg
+            .notices
+            .iter()
+            .map(|n| format!("config {}: {n}", self.cfg.path.display()))
+            .collect()
+    }
+
     /// Whether the slot's device exists under the root (a dangling link counts as
     /// missing); `None` when that cannot be told (e.g. no permission to look).
     pub fn device_exists(&self, slot: &Slot) -> Option<bool> {
@@ -250,6 +259,9 @@ pub struct StatusReport {
     pub slots: Vec<SlotStatus>,
     /// The most recent rollback, if any.
     pub last_rollback: Option<RollbackRecord>,
+    /// Settings of the config that were read but have no effect (a RAUC system.conf's
+    /// ignored keys), each prefixed with `config <path>: `.
+    pub config_notices: Vec<String>,
 }
 
 fn boot_status_str(s: SlotBootState) -> &'static str {
@@ -296,6 +308,7 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
             .map(|s| s.name.clone()),
         slots,
         last_rollback: status.last_rollback.clone(),
+        config_notices: agent.config_notices(),
     })
 }
 

@@ -26,6 +26,9 @@ pub fn status_text(r: &StatusReport) -> String {
         name_of(&r.booted),
         name_of(&r.primary)
     );
+    for n in &r.config_notices {
+        s += &format!("notice:     {n}\n");
+    }
     for slot in r.slots.iter().filter(|s| !s.device_exists) {
         s += &format!(
             "warning:    slot {} ({}): device {} does not exist\n",

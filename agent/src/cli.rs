@@ -63,7 +63,9 @@ pub enum Command {
     /// see docs/migrating-from-rauc.md.
     Install {
         /// The bundle file (.fsb or .raucb), or an http:// or https:// URL to stream it
-        /// from (a URL ending in .raucb is read as a RAUC bundle).
+        /// from (a URL ending in .raucb is read as a RAUC bundle). A path must be a
+        /// regular file or a block device: anything else (a FIFO, a directory) is refused
+        /// before the install lock is taken.
         bundle: PathBuf,
         /// Install even if the bundle is older than the booted slot's version.
         #[arg(long)]

@@ -312,16 +312,17 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
     })
 }
 
-/// Installs a bundle file, holding the install lock.
+/// Installs a bundle file, holding the install lock. The file is opened first, so that
+/// what is not a regular file or block device is refused before the lock is taken.
 pub fn install_file(
     agent: &Agent,
     bundle: &Path,
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
-    let _lock = agent.lock()?;
     let mut source = FileSource::open(bundle)
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
+    let _lock = agent.lock()?;
     // A file too short for the magic is left to the flipslot reader, which says how it
     // is truncated.
     let mut head = [0u8; 8];

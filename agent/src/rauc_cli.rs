@@ -86,7 +86,7 @@ pub enum RaucCommand {
         /// RAUC's switch to skip the compatible check: refused (flipslot always checks).
         #[arg(long)]
         ignore_compatible: bool,
-        /// The bundle file or URL.
+        /// The bundle file (a regular file or block device) or URL.
         bundle: PathBuf,
     },
     /// Verify a bundle and print its manifest.

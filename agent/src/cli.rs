@@ -40,6 +40,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the booted and primary slot and every slot's boot and install state.
+    ///
+    /// Warns about a slot whose device does not exist (`device_exists: false` in
+    /// `--json`), and lists the config settings flipslot reads but ignores
+    /// (`config_notices`; other commands log them at debug level only).
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -59,7 +63,9 @@ pub enum Command {
     /// see docs/migrating-from-rauc.md.
     Install {
         /// The bundle file (.fsb or .raucb), or an http:// or https:// URL to stream it
-        /// from (a URL ending in .raucb is read as a RAUC bundle).
+        /// from (a URL ending in .raucb is read as a RAUC bundle). A path must be a
+        /// regular file or a block device: anything else (a FIFO, a directory) is refused
+        /// before the install lock is taken.
         bundle: PathBuf,
         /// Install even if the bundle is older than the booted slot's version.
         #[arg(long)]
@@ -123,10 +129,20 @@ pub enum Command {
         json: bool,
     },
     /// Commit a slot: the bootloader keeps booting it (OK=1, TRY=0).
+    ///
+    /// Takes the install lock without waiting: while an install or health run holds it,
+    /// the command changes nothing and exits 1, naming the lock file.
     MarkGood(MarkArgs),
     /// Take a slot out of the boot rotation (OK=0, TRY=0).
+    ///
+    /// Takes the install lock without waiting: while an install or health run holds it,
+    /// the command changes nothing and exits 1, naming the lock file.
     MarkBad(MarkArgs),
     /// Make a slot the one to boot next (first in ORDER, OK=1, TRY=0).
+    ///
+    /// Refused, with the bootloader untouched, when the slot's device does not exist.
+    /// Takes the install lock without waiting: while an install or health run holds it,
+    /// the command changes nothing and exits 1, naming the lock file.
     MarkActive(MarkArgs),
 }
 

@@ -401,8 +401,10 @@ impl SystemConfig {
     ///
     /// A file named `*.conf` is a RAUC `system.conf` ([`crate::raucconf`]): a relative
     /// `path` is first made absolute, because RAUC resolves relative paths inside the file
-    /// against the file's directory. Its notices are logged as warnings here and kept in
-    /// [`SystemConfig::notices`]. Any other name is flipslot's TOML.
+    /// against the file's directory. Its notices are kept in [`SystemConfig::notices`]
+    /// (shown by `flipslot status` and at daemon start-up) and logged here at debug
+    /// level only, so that a command run in a loop does not repeat them. Any other name
+    /// is flipslot's TOML.
     pub fn load(path: &Path) -> Result<SystemConfig, ConfigError> {
         Self::load_in_root(path, path)
     }
@@ -423,7 +425,7 @@ impl SystemConfig {
             })?;
             let (cfg, notices) = crate::raucconf::parse_system_conf(&text, &origin)?;
             for n in &notices {
-                log::warn!("config {}: {n}", origin.display());
+                log::debug!("config {}: {n}", origin.display());
             }
             return Ok(cfg);
         }

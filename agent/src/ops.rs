@@ -77,14 +77,23 @@ impl Agent {
         Ok(slots::detect_booted(&self.cfg, &hint, &resolver)?)
     }
 
-    /// Takes the install lock (one installer or assessor at a time).
+    /// Takes the install lock without waiting. Every command that writes a slot or
+    /// changes the bootloader's choice holds it (install, health, rollback, mark), so one
+    /// runs at a time; while another holds it the error says so and names the file.
     pub fn lock(&self) -> Result<crate::sys::LockGuard> {
         let data_dir = self.root.resolve(&self.cfg.data_dir);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let path = data_dir.join(paths::LOCK_FILE_NAME);
-        crate::sys::lock_exclusive(&path)
-            .with_context(|| format!("cannot take the lock {}", path.display()))
+        match crate::sys::lock_exclusive(&path) {
+            Ok(guard) => Ok(guard),
+            // Already names the file and what holds it.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e.into()),
+            Err(e) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("cannot take the lock {}", path.display())))
+            }
+        }
     }
 
     /// The ed25519 keyring for flipslot bundles and channels.
@@ -128,6 +137,35 @@ impl Agent {
             use_signing_time: k.use_bundle_signing_time,
         };
         Ok((store, options))
+    }
+
+    /// The config's notices (settings read but without effect), each naming the file.
+    pub fn config_notices(&self) -> Vec<String> {
+        self.cfg
+            .notices
+            .iter()
+            .map(|n| format!("config {}: {n}", self.cfg.path.display()))
+            .collect()
+    }
+
+    /// Whether the slot's device exists under the root (a dangling link counts as
+    /// missing); `None` when that cannot be told (e.g. no permission to look).
+    pub fn device_exists(&self, slot: &Slot) -> Option<bool> {
+        self.root.resolve(&slot.device).try_exists().ok()
+    }
+
+    /// Refuses to make a slot bootable whose device does not exist: the bootloader would
+    /// try to boot a partition that is not there.
+    fn require_device(&self, slot: &Slot) -> Result<()> {
+        if self.device_exists(slot) == Some(false) {
+            bail!(
+                "slot {} ({}): device {} does not exist",
+                slot.name,
+                slot.bootname,
+                slot.device.display()
+            );
+        }
+        Ok(())
     }
 
     fn bootloader(&self) -> Result<Box<dyn Bootloader>> {
@@ -201,6 +239,9 @@ pub struct SlotStatus {
     pub primary: bool,
     /// The last install into it, if recorded.
     pub installed: Option<SlotRecord>,
+    /// Whether its device exists (`false`: nothing can be installed into it or booted
+    /// from it; `status` warns).
+    pub device_exists: bool,
 }
 
 /// The answer of `flipslot status`.
@@ -218,6 +259,9 @@ pub struct StatusReport {
     pub slots: Vec<SlotStatus>,
     /// The most recent rollback, if any.
     pub last_rollback: Option<RollbackRecord>,
+    /// Settings of the config that were read but have no effect (a RAUC system.conf's
+    /// ignored keys), each prefixed with `config <path>: `.
+    pub config_notices: Vec<String>,
 }
 
 fn boot_status_str(s: SlotBootState) -> &'static str {
@@ -252,6 +296,7 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
             boot_status: boot_status_str(ab.state(&s.bootname)),
             primary: primary_bn.as_deref() == Some(s.bootname.as_str()),
             installed: status.slots.get(&s.name).cloned(),
+            device_exists: agent.device_exists(s) != Some(false),
         })
         .collect();
     Ok(StatusReport {
@@ -263,19 +308,21 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
             .map(|s| s.name.clone()),
         slots,
         last_rollback: status.last_rollback.clone(),
+        config_notices: agent.config_notices(),
     })
 }
 
-/// Installs a bundle file, holding the install lock.
+/// Installs a bundle file, holding the install lock. The file is opened first, so that
+/// what is not a regular file or block device is refused before the lock is taken.
 pub fn install_file(
     agent: &Agent,
     bundle: &Path,
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstallOutcome> {
-    let _lock = agent.lock()?;
     let mut source = FileSource::open(bundle)
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
+    let _lock = agent.lock()?;
     // A file too short for the magic is left to the flipslot reader, which says how it
     // is truncated.
     let mut head = [0u8; 8];
@@ -380,24 +427,29 @@ pub struct MarkOutcome {
     pub primary: Option<String>,
 }
 
-/// Marks a slot good, bad or active.
+/// Marks a slot good, bad or active, holding the install lock (refused while an install
+/// or health run holds it: the slot it writes must not become primary half-written).
 pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
     let slot = agent.select_slot(which)?;
-    let mut bl = agent.bootloader()?;
     let name = match how {
-        Mark::Good => {
-            bl.mark_good(&slot.bootname)?;
-            "good"
-        }
-        Mark::Bad => {
-            bl.mark_bad(&slot.bootname)?;
-            "bad"
-        }
-        Mark::Active => {
-            bl.mark_active(&slot.bootname)?;
-            "active"
-        }
+        Mark::Good => "good",
+        Mark::Bad => "bad",
+        Mark::Active => "active",
     };
+    if how == Mark::Active {
+        agent
+            .require_device(slot)
+            .with_context(|| format!("cannot mark slot {} active", slot.name))?;
+    }
+    let _lock = agent
+        .lock()
+        .with_context(|| format!("cannot mark slot {} {name}", slot.name))?;
+    let mut bl = agent.bootloader()?;
+    match how {
+        Mark::Good => bl.mark_good(&slot.bootname)?,
+        Mark::Bad => bl.mark_bad(&slot.bootname)?,
+        Mark::Active => bl.mark_active(&slot.bootname)?,
+    }
     let primary = bl
         .primary()?
         .and_then(|bn| agent.cfg.slot_by_bootname(&bn))
@@ -584,6 +636,9 @@ pub fn rollback(
     if target.name == booted.name {
         bail!("slot {} is the booted slot", target.name);
     }
+    agent
+        .require_device(target)
+        .with_context(|| format!("cannot roll back to slot {}", target.name))?;
     let mut bl = agent.bootloader()?;
     if bl.slot_state(&target.bootname)? == SlotBootState::Bad {
         bail!(

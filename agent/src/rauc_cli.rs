@@ -86,7 +86,7 @@ pub enum RaucCommand {
         /// RAUC's switch to skip the compatible check: refused (flipslot always checks).
         #[arg(long)]
         ignore_compatible: bool,
-        /// The bundle file or URL.
+        /// The bundle file (a regular file or block device) or URL.
         bundle: PathBuf,
     },
     /// Verify a bundle and print its manifest.
@@ -101,6 +101,9 @@ pub enum RaucCommand {
         bundle: PathBuf,
     },
     /// Show the system status, or mark a slot.
+    ///
+    /// `mark-*` takes flipslot's install lock without waiting: while an install or health
+    /// run holds it, nothing is changed and the command exits 1, naming the lock file.
     Status {
         /// Also show each slot's installed bundle.
         #[arg(long)]

@@ -186,7 +186,9 @@ pub fn parse_system_conf(
     origin: &Path,
 ) -> Result<(SystemConfig, Vec<Notice>), ConfigError> {
     let r = Reader { origin };
-    let kf = KeyFile::parse(text).map_err(|e| r.keyfile_err(e))?;
+    // RAUC (GLib) merges a repeated group and keeps the last of a repeated key; a device
+    // config that says a thing twice is refused instead, naming both lines.
+    let kf = KeyFile::parse_unique(text).map_err(|e| r.keyfile_err(e))?;
     let mut notices = Vec::new();
     let problems = classify(&r, &kf, &mut notices)?;
     if !problems.is_empty() {
@@ -973,7 +975,7 @@ device=/dev/sda5
 path=/data/add-ons
 type=trees
 
-[system]
+[streaming]
 colour=blue
 
 [wishes]
@@ -995,7 +997,7 @@ pony=yes
             "[slot.data.0] (line 39): flipslot needs a bootname",
             "[artifacts.add-ons] path (line 43): artifact repositories",
             "[artifacts.add-ons] type (line 44): ",
-            "[system] colour (line 47): unknown key",
+            "[streaming] colour (line 47): unknown key",
             "[wishes] (line 49): unknown group",
         ] {
             assert!(e.contains(expected), "{expected:?} missing in:\n{e}");
@@ -1201,6 +1203,25 @@ pony=yes
         );
         let text = MINIMAL.replace("bootname=B", "bootname=B\nignore-checksum=false");
         assert!(!parse(&text).unwrap().0.slots[1].install_same);
+    }
+
+    #[test]
+    fn repeated_groups_and_keys_are_refused() {
+        // A second device= for rootfs.0: RAUC (GLib) would silently take the last one.
+        let text = MINIMAL.replace("bootname=A", "bootname=A\ndevice=/dev/sda9");
+        let e = err(&text);
+        assert_eq!(
+            e,
+            "cannot parse RAUC config /etc/rauc/system.conf: line 12: [slot.rootfs.0] device \
+             is set again (first on line 10)"
+        );
+        let text = MINIMAL.to_string() + "\n[slot.rootfs.1]\ndevice=/dev/sda4\n";
+        let e = err(&text);
+        assert_eq!(
+            e,
+            "cannot parse RAUC config /etc/rauc/system.conf: line 17: group [slot.rootfs.1] \
+             appears again (first on line 13)"
+        );
     }
 
     #[test]

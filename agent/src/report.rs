@@ -26,6 +26,17 @@ pub fn status_text(r: &StatusReport) -> String {
         name_of(&r.booted),
         name_of(&r.primary)
     );
+    for n in &r.config_notices {
+        s += &format!("notice:     {n}\n");
+    }
+    for slot in r.slots.iter().filter(|s| !s.device_exists) {
+        s += &format!(
+            "warning:    slot {} ({}): device {} does not exist\n",
+            slot.name,
+            slot.bootname,
+            slot.device.display()
+        );
+    }
     if let Some(rb) = &r.last_rollback {
         s += &format!(
             "rollback:   from {} ({}) to {} ({}) at {}: {}\n",

@@ -115,8 +115,8 @@ impl LockGuard {
     }
 }
 
-/// Takes the exclusive lock on `path` (created if missing) without waiting; an error
-/// names the file when another process holds it.
+/// Takes the exclusive lock on `path` (created if missing) without waiting. When another
+/// process holds it the error is [`io::ErrorKind::WouldBlock`] and names the file.
 pub fn lock_exclusive(path: &Path) -> io::Result<LockGuard> {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -130,7 +130,11 @@ pub fn lock_exclusive(path: &Path) -> io::Result<LockGuard> {
         }),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
-            format!("another flipslot install holds the lock {}", path.display()),
+            format!(
+                "another flipslot process holds the lock {}: an install or health run is \
+                 in progress; try again when it has finished",
+                path.display()
+            ),
         )),
         Err((_, e)) => Err(io::Error::from(e)),
     }

@@ -144,16 +144,35 @@ impl Host {
     }
 
     fn status_with(&self, config_args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_flipslot"))
-            .arg("--root")
+        let mut args = config_args.to_vec();
+        args.extend(["status", "--json"]);
+        self.run(&args, None)
+    }
+
+    /// Runs `flipslot --root … --cmdline-file /cmdline ARGS` with `FLIPSLOT_LOG` set to
+    /// `log` (unset: the default level).
+    fn run(&self, args: &[&str], log: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flipslot"));
+        cmd.arg("--root")
             .arg(self.root.path())
-            .args(config_args)
             .args(["--cmdline-file", "/cmdline"])
-            .args(["status", "--json"])
+            .args(args)
             .stdin(Stdio::null())
-            .env_remove("FLIPSLOT_LOG")
-            .output()
-            .expect("run flipslot")
+            .env_remove("FLIPSLOT_LOG");
+        if let Some(level) = log {
+            cmd.env("FLIPSLOT_LOG", level);
+        }
+        cmd.output().expect("run flipslot")
+    }
+
+    /// Creates the grubenv the GRUB fixture names.
+    fn create_grubenv(&self) {
+        let env = self.root.path().join("boot/efi/EFI/BOOT/grubenv");
+        std::fs::create_dir_all(env.parent().expect("grubenv has a parent"))
+            .expect("create the grubenv directory");
+        let mut block = grubenv::HEADER.as_bytes().to_vec();
+        block.resize(grubenv::DEFAULT_BLOCK_SIZE, b'#');
+        std::fs::write(&env, block).expect("write grubenv");
     }
 }
 
@@ -169,11 +188,8 @@ fn cli_status_reads_the_system_conf() {
         !stderr.contains("invalid config") && !stderr.contains("cannot use RAUC config"),
         "{stderr}"
     );
-    // The notices reach the user as warnings.
-    assert!(
-        stderr.contains("[system] mountprefix (line 9): ignored"),
-        "{stderr}"
-    );
+    // Notices about ignored keys are for `status`, not for every command.
+    assert!(!stderr.contains("mountprefix"), "{stderr}");
 
     let env = host.root.path().join("boot/efi/EFI/BOOT/grubenv");
     std::fs::create_dir_all(env.parent().unwrap()).unwrap();
@@ -277,4 +293,107 @@ fn relative_paths_resolve_inside_the_root() {
         k.path.as_deref(),
         Some(std::path::Path::new("/etc/rauc/ca.pem"))
     );
+}
+
+#[test]
+fn cli_refuses_a_repeated_group_or_key() {
+    let host = Host::new("grub-efi.conf");
+    host.create_grubenv();
+    let out = host.status();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = host.root.path().join("etc/rauc/system.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let first_compatible = text
+        .lines()
+        .position(|l| l.starts_with("compatible="))
+        .unwrap()
+        + 1;
+    let lines = text.lines().count();
+    // A second compatible= in a repeated [system] group at the end.
+    std::fs::write(&conf, format!("{text}\n[system]\ncompatible=Other\n")).unwrap();
+    let out = host.status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("etc/rauc/system.conf")
+            && stderr.contains(&format!(
+                "line {}: group [system] appears again (first on line ",
+                lines + 2
+            )),
+        "{stderr}"
+    );
+    // The same key twice inside one group.
+    let twice = text.replacen("compatible=", "compatible=Other\ncompatible=", 1);
+    std::fs::write(&conf, twice).unwrap();
+    let out = host.status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "line {}: [system] compatible is set again (first on line {first_compatible})",
+            first_compatible + 1
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ignored_keys_are_shown_by_status_only() {
+    let host = Host::new("grub-efi.conf");
+    host.create_grubenv();
+    let conf = ["--config", "/etc/rauc/system.conf"];
+    let notice = "[system] mountprefix (line 9): ignored: flipslot never mounts bundles or slots";
+
+    // Any other command: nothing on stderr at the default level, a debug line at debug.
+    for _ in 0..3 {
+        let out = host.run(&[&conf[..], &["mark-good", "booted"]].concat(), None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("mountprefix"), "{stderr}");
+    }
+    let out = host.run(
+        &[&conf[..], &["mark-good", "booted"]].concat(),
+        Some("debug"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("debug: config /etc/rauc/system.conf: {notice}")),
+        "{stderr}"
+    );
+
+    // status: in its output, not as a warning.
+    let out = host.status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("mountprefix"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notices: Vec<&str> = v["config_notices"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no config_notices in {v}"))
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(notices.len(), 3, "{notices:?}");
+    assert_eq!(
+        notices[0],
+        format!("config /etc/rauc/system.conf: {notice}")
+    );
+    let out = host.run(&[&conf[..], &["status"]].concat(), None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "notice:     config /etc/rauc/system.conf: {notice}"
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches("notice:").count(), 3, "{text}");
 }

@@ -245,6 +245,10 @@ impl Daemon {
 
 /// Runs `flipslot daemon`.
 pub fn run(agent: Agent, opts: DaemonOptions) -> Result<()> {
+    // Once per start (other commands log them at debug level only).
+    for n in agent.config_notices() {
+        log::warn!("{n}");
+    }
     let rebooter: Box<dyn Rebooter + Send + Sync> = match &opts.reboot_command {
         Some(p) => Box::new(CommandReboot { program: p.clone() }),
         None => Box::new(HostReboot {

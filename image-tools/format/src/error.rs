@@ -53,6 +53,14 @@ pub enum BundleError {
         /// The value found.
         value: u64,
     },
+    /// Bytes the format reserves (they must be zero) are not zero.
+    #[error("invalid bundle header: {field} must be zero, found {found}")]
+    Reserved {
+        /// Which bytes, e.g. `reserved byte at offset 50`.
+        field: String,
+        /// What they hold, in hex.
+        found: String,
+    },
     /// The manifest length is zero or above the limit.
     #[error("manifest length {len} is out of bounds (1..={max})")]
     ManifestSize {

@@ -134,10 +134,10 @@ impl Header {
                 max: MAX_SIGNATURES,
             });
         }
-        if b[28..32].iter().chain(&b[40..64]).any(|&x| x != 0) {
-            return Err(BundleError::HeaderField {
-                field: "reserved bytes",
-                value: 0,
+        if let Some(offset) = (28..32).chain(40..64).find(|&i| b[i] != 0) {
+            return Err(BundleError::Reserved {
+                field: format!("reserved byte at offset {offset}"),
+                found: format!("{:#04x}", b[offset]),
             });
         }
         let header = Header {
@@ -197,9 +197,13 @@ impl SignatureEntry {
             });
         }
         if b[1..8].iter().any(|&x| x != 0) {
-            return Err(BundleError::HeaderField {
-                field: "signature entry reserved bytes",
-                value: u64::from(index),
+            return Err(BundleError::Reserved {
+                field: format!("signature entry {index} reserved bytes 1..8"),
+                found: b[1..8]
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             });
         }
         let mut key_id = [0u8; 8];
@@ -306,5 +310,33 @@ mod tests {
         let mut b = e.encode();
         b[3] = 1;
         assert!(SignatureEntry::decode(0, &b).is_err());
+    }
+
+    #[test]
+    fn reserved_byte_errors_show_the_bytes_found() {
+        let mut b = header().encode();
+        b[50] = 0x80;
+        assert_eq!(
+            Header::decode(&b).unwrap_err().to_string(),
+            "invalid bundle header: reserved byte at offset 50 must be zero, found 0x80"
+        );
+        let mut b = header().encode();
+        b[29] = 0x07;
+        b[60] = 0x01;
+        assert_eq!(
+            Header::decode(&b).unwrap_err().to_string(),
+            "invalid bundle header: reserved byte at offset 29 must be zero, found 0x07"
+        );
+        let mut b = SignatureEntry {
+            key_id: KeyId([1; 8]),
+            signature: [2; 64],
+        }
+        .encode();
+        b[3] = 0x5a;
+        assert_eq!(
+            SignatureEntry::decode(7, &b).unwrap_err().to_string(),
+            "invalid bundle header: signature entry 7 reserved bytes 1..8 must be zero, \
+             found 00 00 5a 00 00 00 00"
+        );
     }
 }

@@ -165,7 +165,10 @@ impl Manifest {
             return bad(format!("unsupported manifest format {}", self.format));
         }
         if self.compatible.is_empty() || self.compatible.len() > 256 {
-            return bad("compatible must be 1 to 256 characters".into());
+            return bad(format!(
+                "compatible must be 1 to 256 bytes, is {} bytes",
+                self.compatible.len()
+            ));
         }
         if self.description.as_ref().is_some_and(|d| d.len() > 4096) {
             return bad("description is longer than 4096 bytes".into());
@@ -373,6 +376,24 @@ mod tests {
             f(&mut m);
             assert!(m.validate().is_err(), "{name} accepted");
         }
+    }
+
+    #[test]
+    fn compatible_limit_counts_bytes() {
+        let mut m = sample();
+        // 128 characters of two bytes each: at the limit.
+        m.compatible = "\u{e4}".repeat(128);
+        m.validate().unwrap();
+        m.compatible.push('a');
+        assert_eq!(
+            m.validate().unwrap_err().to_string(),
+            "invalid manifest: compatible must be 1 to 256 bytes, is 257 bytes"
+        );
+        m.compatible.clear();
+        assert_eq!(
+            m.validate().unwrap_err().to_string(),
+            "invalid manifest: compatible must be 1 to 256 bytes, is 0 bytes"
+        );
     }
 
     #[test]

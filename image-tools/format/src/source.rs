@@ -45,16 +45,48 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens a bundle file.
+    /// Opens a bundle file (or a block device holding one).
+    ///
+    /// Anything else is refused with [`io::ErrorKind::InvalidInput`] naming what it is:
+    /// the path is checked before it is opened (opening a FIFO with no writer would block
+    /// for ever), and the opened file again (the path may have changed in between).
     pub fn open(path: &Path) -> io::Result<FileSource> {
+        check_bundle_file(path, &std::fs::metadata(path)?)?;
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        check_bundle_file(path, &meta)?;
         Ok(FileSource {
             file,
-            len,
+            len: meta.len(),
             path: path.to_path_buf(),
         })
     }
+}
+
+/// Refuses what is neither a regular file nor a block device.
+fn check_bundle_file(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() || t.is_block_device() {
+        return Ok(());
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a {kind}, not a regular file or block device",
+            path.display()
+        ),
+    ))
 }
 
 impl ByteSource for FileSource {
@@ -91,5 +123,38 @@ impl ByteSource for MemSource {
     }
     fn describe(&self) -> String {
         "(memory)".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_is_not_a_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("b.fsb");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // No writer: a plain open would block this test for ever.
+        let e = FileSource::open(&fifo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is a FIFO, not a regular file or block device",
+                fifo.display()
+            )
+        );
+        let e = FileSource::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e = FileSource::open(Path::new("/dev/null")).unwrap_err();
+        assert!(e.to_string().contains("is a character device"), "{e}");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(FileSource::open(&file).unwrap().size(), Some(5));
     }
 }

@@ -3,9 +3,11 @@
 //! separated by `;`.
 //!
 //! Parsing is pure and keeps line numbers, so a caller can name the line of a bad value
-//! and list every key it does not know. Like GLib, a repeated group is merged and a
-//! repeated key keeps its last value; unlike GLib, a malformed line is always an error
-//! (GLib would drop some silently).
+//! and list every key it does not know. [`KeyFile::parse`] reads a repeated group or key
+//! as GLib (and so RAUC) does: the group is merged and the key keeps its last value.
+//! [`KeyFile::parse_unique`] refuses both instead, naming the first and the repeated
+//! line. Unlike GLib, a malformed line is always an error (GLib would drop some
+//! silently).
 
 use std::fmt;
 
@@ -35,6 +37,25 @@ pub enum KeyFileError {
         key: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A group header, or a key inside one group, is written twice
+    /// ([`KeyFile::parse_unique`] only).
+    #[error(
+        "line {line}: {} (first on line {first})",
+        match key {
+            Some(k) => format!("[{group}] {k} is set again"),
+            None => format!("group [{group}] appears again"),
+        }
+    )]
+    Duplicate {
+        /// 1-based line of the repetition.
+        line: usize,
+        /// 1-based line where the group or key first appears.
+        first: usize,
+        /// The group name.
+        group: String,
+        /// The key, or `None` when the group header itself is repeated.
+        key: Option<String>,
     },
 }
 
@@ -153,8 +174,19 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// Parses key-file text.
+    /// Parses key-file text; a repeated group is merged and a repeated key keeps its last
+    /// value, as GLib reads them.
     pub fn parse(text: &str) -> Result<KeyFile, KeyFileError> {
+        Self::parse_with(text, false)
+    }
+
+    /// Parses key-file text and refuses a repeated group header or a key set twice in one
+    /// group ([`KeyFileError::Duplicate`]), instead of silently letting the last one win.
+    pub fn parse_unique(text: &str) -> Result<KeyFile, KeyFileError> {
+        Self::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, unique: bool) -> Result<KeyFile, KeyFileError> {
         if text.len() > MAX_LEN {
             return Err(KeyFileError::Syntax {
                 line: 0,
@@ -182,6 +214,14 @@ impl KeyFile {
                     return Err(syntax(format!("invalid group name {name:?}")));
                 }
                 current = Some(match kf.groups.iter().position(|g| g.name == name) {
+                    Some(idx) if unique => {
+                        return Err(KeyFileError::Duplicate {
+                            line,
+                            first: kf.groups[idx].line,
+                            group: name.to_string(),
+                            key: None,
+                        })
+                    }
                     Some(idx) => idx,
                     None => {
                         kf.groups.push(Group {
@@ -213,6 +253,14 @@ impl KeyFile {
             };
             let group = &mut kf.groups[gi];
             match group.entries.iter_mut().find(|e| e.key == key) {
+                Some(e) if unique => {
+                    return Err(KeyFileError::Duplicate {
+                        line,
+                        first: e.line,
+                        group: group.name.clone(),
+                        key: Some(key.to_string()),
+                    })
+                }
                 Some(e) => *e = entry,
                 None => group.entries.push(entry),
             }
@@ -328,6 +376,35 @@ boot-attempts=5
         assert_eq!(g.int("c").unwrap(), Some(2));
         assert_eq!(g.entries().len(), 4);
         assert_eq!(g.string("d").unwrap().unwrap(), "spaced value ");
+    }
+
+    #[test]
+    fn parse_unique_refuses_repeated_groups_and_keys() {
+        // SYSTEM_CONF repeats [system] (lines 2 and 16).
+        let e = KeyFile::parse_unique(SYSTEM_CONF).unwrap_err();
+        assert_eq!(
+            e,
+            KeyFileError::Duplicate {
+                line: 16,
+                first: 2,
+                group: "system".into(),
+                key: None,
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 16: group [system] appears again (first on line 2)"
+        );
+        let e = KeyFile::parse_unique("[g]\na=1\n\n# again\n a = 2\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 5: [g] a is set again (first on line 2)"
+        );
+        // The same key in two groups, and locale variants, are different keys.
+        let kf = KeyFile::parse_unique("[g]\na=1\na[de]=2\n[h]\na=3\n").unwrap();
+        assert_eq!(kf.group("g").unwrap().entries().len(), 2);
+        // parse() still merges as GLib does.
+        assert!(KeyFile::parse(SYSTEM_CONF).is_ok());
     }
 
     #[test]

@@ -157,6 +157,8 @@ fn parse_hex<const N: usize>(group: &str, key: &str, s: &str) -> Result<[u8; N],
 impl RaucManifest {
     /// Parses and checks manifest text.
     pub fn parse(text: &str) -> Result<RaucManifest, ManifestError> {
+        // A repeated group or key is read as RAUC (GLib) reads it, merged with the last
+        // value winning, so a signed manifest never means something else here than to RAUC.
         let kf = KeyFile::parse(text)?;
         let update = kf
             .group("update")

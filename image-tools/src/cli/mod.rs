@@ -142,13 +142,26 @@ fn open_verified(path: &Path, trust: &TrustArgs) -> anyhow::Result<(Bundle<FileS
 /// Opens a bundle file.
 /// Whether the file at `path` starts like a RAUC bundle (a squashfs).
 fn is_rauc_bundle(path: &Path) -> anyhow::Result<bool> {
-    use std::io::Read as _;
+    use flipslot_format::source::ByteSource as _;
     let mut head = [0u8; 8];
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("cannot open bundle {}", path.display()))?;
-    let n = f
-        .read(&mut head)
-        .with_context(|| format!("cannot read bundle {}", path.display()))?;
+    // Refuses a FIFO or directory before opening it in a way that could block.
+    let mut f =
+        FileSource::open(path).with_context(|| format!("cannot open bundle {}", path.display()))?;
+    let n = match f.read_exact_at(0, &mut head) {
+        Ok(()) => head.len(),
+        // Shorter than the magic: a file, whose size is then known exactly.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            let n = f.size().unwrap_or(0).min(head.len() as u64) as usize;
+            f.read_exact_at(0, &mut head[..n])
+                .with_context(|| format!("cannot read bundle {}", path.display()))?;
+            n
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot read bundle {}", path.display()))
+            )
+        }
+    };
     Ok(flipslot_rauc::bundle::is_rauc_candidate(
         &head[..n],
         &path.to_string_lossy(),

@@ -51,7 +51,13 @@ pub struct Pki {
 impl Pki {
     /// Creates it in `dir` (needs `openssl`).
     pub fn create(dir: &Path) -> Option<Pki> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/rauc/make-pki.sh");
+        // The workspace's `tests/rauc/make-pki.sh`, found from whichever crate includes
+        // this file (agent, image-tools, image-tools/rauc).
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|d| d.join("tests/rauc/make-pki.sh"))
+            .find(|p| p.is_file())
+            .expect("tests/rauc/make-pki.sh in the workspace");
         require(
             "openssl (to make a test PKI)",
             run(&["sh", script.to_str().unwrap(), dir.to_str().unwrap()]),

@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 /// Alignment of direct-I/O buffers, offsets and lengths.
 pub const IO_ALIGN: usize = 4096;
 
+/// How a slot device is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// `O_DIRECT` for aligned chunks (a short last chunk goes through the page cache).
+    Direct,
+    /// Everything through the page cache: asked for, or direct I/O was refused.
+    Buffered,
+}
+
 /// A slot's storage, seen as a fixed-size array of bytes.
 pub trait SlotDevice: Send {
     /// Size in bytes.
@@ -21,6 +31,8 @@ pub trait SlotDevice: Send {
     fn sync(&mut self) -> io::Result<()>;
     /// The device path, for messages.
     fn path(&self) -> &Path;
+    /// How writes reach the device.
+    fn io_mode(&self) -> IoMode;
 }
 
 /// Opens slot devices and answers whether one is in use. The real implementation is
@@ -85,12 +97,22 @@ pub struct HostDevice {
 
 impl HostDevice {
     /// Opens `path` for reading and writing; `direct` asks for O_DIRECT (falls back to
-    /// buffered I/O where the filesystem refuses it, e.g. tmpfs).
+    /// buffered I/O where the filesystem refuses it, e.g. tmpfs, with a warning;
+    /// [`SlotDevice::io_mode`] says which it got).
     pub fn open(path: &Path, direct: bool) -> io::Result<HostDevice> {
         let buffered = crate::sys::open_rw(path, false)?;
         let size = crate::sys::block_device_size(&buffered)?;
         let direct = if direct {
-            crate::sys::open_rw(path, true).ok()
+            match crate::sys::open_rw(path, true) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    log::warn!(
+                        "{}: direct I/O refused ({e}); writing through the page cache",
+                        path.display()
+                    );
+                    None
+                }
+            }
         } else {
             None
         };
@@ -138,6 +160,14 @@ impl SlotDevice for HostDevice {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn io_mode(&self) -> IoMode {
+        if self.direct.is_some() {
+            IoMode::Direct
+        } else {
+            IoMode::Buffered
+        }
     }
 }
 
@@ -237,6 +267,9 @@ impl SlotDevice for MemDevice {
     fn path(&self) -> &Path {
         &self.path
     }
+    fn io_mode(&self) -> IoMode {
+        IoMode::Buffered
+    }
 }
 
 #[cfg(test)]
@@ -268,5 +301,9 @@ mod tests {
         let data = std::fs::read(&p).unwrap();
         assert_eq!(&data[10..14], b"tail");
         assert!(data[IO_ALIGN..2 * IO_ALIGN].iter().all(|&b| b == 7));
+        assert_eq!(
+            HostDevice::open(&p, false).unwrap().io_mode(),
+            IoMode::Buffered
+        );
     }
 }

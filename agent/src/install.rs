@@ -87,6 +87,10 @@ pub struct InstalledImage {
     pub size: u64,
     /// SHA-256 of the image (as read back when read-back is on).
     pub sha256: String,
+    /// How the slot was written (`direct` or `buffered`); `None` when it already held
+    /// the image and was not written.
+    #[serde(default)]
+    pub io: Option<crate::device::IoMode>,
 }
 
 /// The result of a successful install.
@@ -323,6 +327,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
             device: t.slot.device.clone(),
             size: img.size,
             sha256: img.sha256.to_hex(),
+            io: Some(dev.io_mode()),
         })
     }
 }
@@ -436,6 +441,7 @@ fn run(
                 device: t.slot.device.clone(),
                 size: bundle.sizes[t.image],
                 sha256: bundle.sha256s[t.image].clone(),
+                io: None,
             });
             continue;
         }
@@ -584,5 +590,6 @@ fn write_and_check<S: ByteSource + Send>(
         device: t.slot.device.clone(),
         size: img.size,
         sha256: sha256.to_hex(),
+        io: Some(dev.io_mode()),
     })
 }

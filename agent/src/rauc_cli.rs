@@ -70,7 +70,7 @@ pub struct RaucCli {
         hide = true
     )]
     pub root: PathBuf,
-    /// Print debug output (accepted for compatibility; flipslot logs with RUST_LOG).
+    /// Print debug output (accepted for compatibility; flipslot takes its log level from FLIPSLOT_LOG).
     #[arg(short = 'd', long, global = true)]
     pub debug: bool,
     /// The command.

@@ -29,62 +29,128 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Records the JSON bodies POSTed to it, answering 200 (or 503 while `failing`).
+/// One report POST: its head (request line and headers) and its JSON body.
+#[derive(Debug, Clone)]
+struct Post {
+    head: String,
+    body: Value,
+}
+
+/// Records the JSON bodies POSTed to it, answering 200. Its thread does not assert: a
+/// request it cannot take (not a POST, no JSON body) is recorded as an error, and the test
+/// fails on its own thread when it asks for the events or drops the collector.
 struct Collector {
     port: u16,
-    bodies: Arc<Mutex<Vec<Value>>>,
+    posts: Arc<Mutex<Vec<Post>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// Reads one request; `Ok(None)` for a connection closed without one.
+fn read_post(s: &mut std::net::TcpStream) -> Result<Option<Post>, String> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| format!("cannot set a read timeout: {e}"))?;
+    let mut r = BufReader::new(
+        s.try_clone()
+            .map_err(|e| format!("cannot clone a connection: {e}"))?,
+    );
+    let mut head = String::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        let n = r
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the request head {head:?}: {e}"))?;
+        if n == 0 {
+            if head.is_empty() {
+                return Ok(None);
+            }
+            return Err(format!("the connection closed inside the head {head:?}"));
+        }
+        if head.is_empty() && !line.starts_with("POST ") {
+            return Err(format!("not a POST: {line:?}"));
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v
+                .trim()
+                .parse()
+                .map_err(|e| format!("bad Content-Length {line:?}: {e}"))?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .map_err(|e| format!("cannot read the body of {head:?}: {e}"))?;
+    let body = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "the body of {head:?} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    Ok(Some(Post { head, body }))
 }
 
 impl Collector {
     fn start_on(port: u16) -> Collector {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let b = bodies.clone();
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (p, e) = (posts.clone(), errors.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut s) = conn else { continue };
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                let mut first = true;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
+                match read_post(&mut s) {
+                    Ok(Some(post)) => {
+                        p.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(post);
+                        s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .ok();
                     }
-                    if first {
-                        assert!(line.starts_with("POST "), "{line}");
-                        first = false;
-                    }
-                    let l = line.to_ascii_lowercase();
-                    if let Some(v) = l.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
+                    Ok(None) => {}
+                    Err(why) => {
+                        e.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(why);
+                        s.write_all(
+                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .ok();
                     }
                 }
-                if first {
-                    continue;
-                }
-                let mut body = vec![0u8; len];
-                r.read_exact(&mut body).unwrap();
-                b.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .ok();
             }
         });
-        Collector { port, bodies }
+        Collector {
+            port,
+            posts,
+            errors,
+        }
     }
 
     fn start() -> Collector {
         Collector::start_on(free_port())
     }
 
+    /// Fails the test if the collector received a request it could not take.
+    fn check(&self) {
+        let errors = self.errors.lock().unwrap().clone();
+        assert!(
+            errors.is_empty(),
+            "the report collector received bad requests: {errors:#?}"
+        );
+    }
+
+    fn posts(&self) -> Vec<Post> {
+        self.check();
+        self.posts.lock().unwrap().clone()
+    }
+
     fn events(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
+        self.posts().into_iter().map(|p| p.body).collect()
     }
 
     fn names(&self) -> Vec<String> {
@@ -92,6 +158,14 @@ impl Collector {
             .iter()
             .map(|e| e["event"].as_str().unwrap().to_string())
             .collect()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.check();
+        }
     }
 }
 
@@ -106,12 +180,17 @@ struct Setup {
 const MACHINE_ID: &str = "5f6d0c1e2b3a49788a7f6e5d4c3b2a19";
 
 fn setup(report_port: u16, extra: &str) -> Option<Setup> {
+    setup_reporting_to(&format!("http://127.0.0.1:{report_port}/report"), extra)
+}
+
+/// Like [`setup`], with the report URL given; `extra` ends up in `[update]`.
+fn setup_reporting_to(report_url: &str, extra: &str) -> Option<Setup> {
     let nginx = Nginx::start(&NginxConfig::default())?;
     let mut f = Fixture::new();
     let p = f.path().to_path_buf();
     std::fs::write(p.join("machine-id"), format!("{MACHINE_ID}\n")).unwrap();
     f.extra_config = format!(
-        "\n[update]\nchannel-url = \"{}\"\nreport-url = \"http://127.0.0.1:{report_port}/report\"\n\
+        "\n[update]\nchannel-url = \"{}\"\nreport-url = \"{report_url}\"\n\
          machine-id-file = \"{}\"\ninhibit-files = [\"{}\"]\npoll-interval-seconds = 3600\n{extra}\n",
         nginx.url("stable.json"),
         p.join("machine-id").display(),
@@ -560,10 +639,45 @@ fn inhibit_file_holds_the_install_back() {
     assert!(s.f.slot_bytes("B")[..img.len()] == img[..]);
 }
 
+/// The secrets of [`reports_are_queued_while_the_endpoint_is_down_then_flushed_in_order`]:
+/// a password and a token in the report URL, and a header from `header-file`.
+const SECRETS: [&str; 3] = ["s3cret-pass", "s3cret-token", "s3cret-header"];
+
+/// No secret in `what` (named `name` in the failure).
+fn assert_no_secret(name: &str, what: &str) {
+    for secret in SECRETS {
+        assert!(!what.contains(secret), "{name} shows {secret:?}:\n{what}");
+    }
+}
+
+/// Every file under `dir`, with its text.
+fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+            out.push((p, text));
+        }
+    }
+    out
+}
+
 #[test]
 fn reports_are_queued_while_the_endpoint_is_down_then_flushed_in_order() {
     let port = free_port();
-    let Some(s) = setup(port, "reboot = \"never\"") else {
+    let keep = tempfile::tempdir().unwrap();
+    let header_file = keep.path().join("headers");
+    std::fs::write(&header_file, "X-Device-Token: s3cret-header\n").unwrap();
+    let report_url =
+        format!("http://reporter:s3cret-pass@127.0.0.1:{port}/report?token=s3cret-token");
+    let extra = format!(
+        "reboot = \"never\"\nheader-file = \"{}\"",
+        header_file.display()
+    );
+    let Some(s) = setup_reporting_to(&report_url, &extra) else {
         return;
     };
     let bundle = s.f.bundle("2.0.0", &image(10));
@@ -584,7 +698,16 @@ fn reports_are_queued_while_the_endpoint_is_down_then_flushed_in_order() {
         "{names:?}"
     );
     assert_eq!(queued[0].0, "00000001.json");
-    assert!(!stderr(&out).contains("s3cret"));
+    // The endpoint was down, and the message says which one, without its secrets.
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "cannot send report, queueing it: http://***@127.0.0.1:{port}/report?token=***"
+        )),
+        "{err}"
+    );
+    assert_no_secret("stdout", &stdout(&out));
+    assert_no_secret("stderr", &err);
 
     let c = Collector::start_on(port);
     let (line, out) = s.once(&[]);
@@ -595,6 +718,50 @@ fn reports_are_queued_while_the_endpoint_is_down_then_flushed_in_order() {
     assert_eq!(got[..expected.len()], expected[..]);
     assert_eq!(got[expected.len()]["event"], "checking");
     assert!(s.queued().is_empty());
+    assert_no_secret("stdout", &stdout(&out));
+    assert_no_secret("stderr", &stderr(&out));
+
+    // The secrets went where they belong, on every report: the token in the request
+    // target, the password as basic auth, the header as configured ...
+    let posts = c.posts();
+    assert_eq!(posts.len(), got.len());
+    for p in &posts {
+        assert!(
+            p.head.starts_with("POST /report?token=s3cret-token "),
+            "{}",
+            p.head
+        );
+        let header = |name: &str| {
+            p.head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        };
+        // base64("reporter:s3cret-pass")
+        assert_eq!(
+            header("authorization"),
+            Some("Basic cmVwb3J0ZXI6czNjcmV0LXBhc3M="),
+            "{}",
+            p.head
+        );
+        assert_eq!(
+            header("x-device-token"),
+            Some("s3cret-header"),
+            "{}",
+            p.head
+        );
+        // ... and nowhere in what the reports say.
+        assert_no_secret("a report body", &p.body.to_string());
+    }
+    // Nor in the status file, the daemon's state or a queued report.
+    let files = files_under(&s.f.data_dir());
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("daemon.json")),
+        "{files:?}"
+    );
+    for (path, text) in files {
+        assert_no_secret(&path.display().to_string(), &text);
+    }
 }
 
 #[test]

@@ -56,7 +56,8 @@ fn a_trial_that_passes_is_committed() {
     assert!(f.record("B").unwrap().trial.committed_at.is_some());
     // The next boot stays on B, and it is now a routine boot.
     assert_eq!(f.grub_boot().as_deref(), Some("B"));
-    let (_, v) = health(&f);
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
     assert_eq!(v["boot"], "routine");
     let s = f.status_json();
     assert_eq!(s["booted"], "rootfs.1");
@@ -82,7 +83,10 @@ fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
     assert!(reason.contains("command false"), "{reason}");
     // The bootloader now picks A.
     assert_eq!(f.grub_boot().as_deref(), Some("A"));
-    let (_, v) = health(&f);
+    // A's own check still fails (the same `false`): it is kept, as before the update.
+    let (ok, v) = health(&f);
+    assert!(!ok, "{v}");
+    assert_eq!(v["action"], "kept", "{v}");
     assert_eq!(v["rollbacks"][0]["from_slot"], "rootfs.1");
     assert_eq!(v["rollbacks"][0]["reason"], reason.as_str());
     let s = f.status_json();
@@ -98,7 +102,9 @@ fn a_trial_that_fails_its_checks_falls_back_with_the_reason() {
     );
     // Recorded once: another boot of A reports no new rollback.
     f.grub_boot();
-    let (_, v) = health(&f);
+    let (ok, v) = health(&f);
+    assert!(!ok, "{v}");
+    assert_eq!(v["action"], "kept", "{v}");
     assert_eq!(v["rollbacks"].as_array().unwrap().len(), 0);
 }
 
@@ -128,8 +134,10 @@ fn a_trial_that_never_reaches_the_check_is_rolled_back_by_the_bootloader() {
 fn rollback_switches_to_the_other_good_slot_and_refuses_a_bad_one() {
     let mut f = with_check(&["true"]);
     install_new_version(&f);
-    f.grub_boot();
-    health(&f);
+    assert_eq!(f.grub_boot().as_deref(), Some("B"));
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    assert_eq!(v["action"], "committed", "{v}");
     let out = f.run(["rollback", "--json"]);
     expect_success(&out);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -187,7 +195,9 @@ fn an_update_during_an_uncommitted_trial_is_refused() {
     assert!(err.contains("trial boot and not committed"), "{err}");
     assert_eq!(f.slot_bytes("A"), before);
     // After the commit it goes through.
-    health(&f);
+    let (ok, v) = health(&f);
+    assert!(ok, "{v}");
+    assert_eq!(v["action"], "committed", "{v}");
     expect_success(&f.install(&bundle, &[]));
 }
 

@@ -64,6 +64,7 @@ fn installs_into_loop_device_slot() {
         serde_json::from_str(support::stdout(&out).lines().last().unwrap()).unwrap();
     assert_eq!(done["read_back"], true, "{done}");
     assert_eq!(done["images"][0]["sha256"], sha256_hex(&img), "{done}");
+    assert_eq!(done["images"][0]["io"], "direct", "{done}");
     cmp_prefix(&f, &b.device, &img);
     f.assert_booted_intact(&before);
     assert_eq!(f.primary().as_deref(), Some("B"));
@@ -205,8 +206,19 @@ fn unaligned_64mib_image_with_direct_io() {
         let f = ab_fixture(&a, &b);
         let bundle = f.bundle("1.0.0", &img);
         let before = f.snapshot();
-        let out = f.install(&bundle, &[]);
+        let out = f.install(&bundle, &["--json"]);
         expect_success(&out);
+        // The agent falls back to the page cache where O_DIRECT is refused; it says which
+        // it used.
+        let done: serde_json::Value =
+            serde_json::from_str(support::stdout(&out).lines().last().unwrap()).unwrap();
+        assert_eq!(done["images"][0]["slot"], "rootfs.1", "{name}: {done}");
+        assert_eq!(done["images"][0]["io"], "direct", "{name}: {done}");
+        assert!(
+            !support::stderr(&out).contains("direct I/O refused"),
+            "{name}: {}",
+            support::stderr(&out)
+        );
         cmp_prefix(&f, &b.device, &img);
         f.assert_booted_intact(&before);
         let rec = f.record("B").unwrap();

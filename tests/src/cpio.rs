@@ -193,8 +193,11 @@ mod tests {
 
     #[test]
     fn cpio_tool_reads_it() {
-        if !crate::cmd::exists("cpio") {
-            eprintln!("skipped: no cpio tool");
+        let cpio = crate::host::Need {
+            what: "cpio",
+            package: "cpio",
+        };
+        if !crate::host::can_run("cpio_tool_reads_it", &[cpio]) {
             return;
         }
         let mut a = Archive::new();

@@ -103,11 +103,16 @@ fn present(what: &str) -> bool {
         .any(|dir| dir.join(what).is_file())
 }
 
-/// Whether the VM tests can run here. When something is missing: under `CI=true` this
-/// panics naming the Debian packages to install; otherwise it prints why the test is
-/// skipped and returns `false`.
+/// Whether the VM tests can run here: [`can_run`] with [`VM_NEEDS`].
 pub fn vm_tests_can_run(test: &str) -> bool {
-    let gone = missing(VM_NEEDS);
+    can_run(test, VM_NEEDS)
+}
+
+/// Whether everything in `needs` is here. When something is missing: under `CI=true` this
+/// panics naming the Debian packages to install; otherwise it prints why `test` is skipped
+/// and returns `false`.
+pub fn can_run(test: &str, needs: &[Need]) -> bool {
+    let gone = missing(needs);
     if gone.is_empty() {
         return true;
     }

@@ -325,17 +325,18 @@ impl Vm {
     }
 
     /// Kills QEMU at once (SIGKILL): a power cut. Writes the guest completed are in the disk
-    /// image file; nothing else is. Does nothing if QEMU already exited.
-    pub fn kill(&mut self) -> anyhow::Result<()> {
+    /// image file; nothing else is. Returns whether it killed a running QEMU: `false` when
+    /// QEMU had already exited (then nothing was cut).
+    pub fn kill(&mut self) -> anyhow::Result<bool> {
         let Some(mut child) = self.child.take() else {
-            return Ok(());
+            return Ok(false);
         };
         if let Some(status) = child
             .try_wait()
             .with_context(|| format!("cannot poll QEMU of {}", self.name))?
         {
             self.exit = Some(status);
-            return Ok(());
+            return Ok(false);
         }
         child
             .kill()
@@ -344,7 +345,7 @@ impl Vm {
             .wait()
             .with_context(|| format!("cannot wait for QEMU of {}", self.name))?;
         self.exit = Some(status);
-        Ok(())
+        Ok(true)
     }
 
     /// QEMU's exit status if it has exited, without waiting (for callers that stream the

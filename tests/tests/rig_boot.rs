@@ -58,6 +58,19 @@ fn rig_boots_slot_a() {
         if qemu::kvm_usable() { "kvm" } else { "tcg" }
     );
 
+    // The grubenv as the disk builder wrote it: A is good and not on trial.
+    let built = inspect::grubenv(&sys.disk, &sys.layout).unwrap();
+    assert_eq!(
+        built.get("A_OK").map(String::as_str),
+        Some("1"),
+        "{built:?}"
+    );
+    assert_eq!(
+        built.get("A_TRY").map(String::as_str),
+        Some("0"),
+        "{built:?}"
+    );
+
     let mut cfg = VmConfig::new("rig_boots_slot_a", &sys.disk);
     cfg.hard_timeout = Duration::from_secs(120);
     let mut vm = Vm::start(&cfg).unwrap();
@@ -97,10 +110,18 @@ fn rig_boots_slot_a() {
         "serial log: {where_}"
     );
 
-    // The host reads the grubenv GRUB wrote during the boot, at the ESP's offset.
+    // The host reads the grubenv GRUB wrote during the boot, at the ESP's offset: GRUB
+    // counted the boot of A (A_TRY=1, saved before booting it; nothing in this scenario
+    // resets it) and changed nothing else.
     let env = inspect::grubenv(&sys.disk, &sys.layout).unwrap();
     eprintln!("grubenv after the boot: {env:?}");
-    assert!(env.contains_key("ORDER"), "{env:?}");
+    assert!(
+        !log.contains("cannot save A_TRY=1"),
+        "GRUB could not save the trial: {where_}"
+    );
+    let mut expected = built.clone();
+    expected.insert("A_TRY".into(), "1".into());
+    assert_eq!(env, expected, "serial log: {where_}");
 }
 
 /// The reboot path of the guest init: the scenario commits slot A (GRUB's counting would not

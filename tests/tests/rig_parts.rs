@@ -135,6 +135,18 @@ fn vm_timeout_kills_qemu_and_shows_the_serial_tail() {
     // The timeout killed QEMU: waiting for its exit returns at once.
     let status = vm.wait_exit(Duration::from_secs(1)).unwrap();
     assert!(!status.success());
-    // kill() after exit is a no-op.
-    vm.kill().unwrap();
+    // kill() after exit is a no-op and says it cut nothing.
+    assert!(
+        !vm.kill().unwrap(),
+        "kill() reported killing an exited QEMU"
+    );
+    // A running QEMU: kill() cuts it and says so.
+    drop(vm);
+    let mut vm = Vm::start(&cfg).unwrap();
+    vm.wait_for("BdsDxe", Duration::from_secs(30)).unwrap();
+    assert!(
+        vm.kill().unwrap(),
+        "kill() of a running QEMU reported nothing killed"
+    );
+    assert!(!vm.wait_exit(Duration::from_secs(1)).unwrap().success());
 }

@@ -11,12 +11,17 @@
 //! guest on a second, tiny virtio disk (a shell snippet headed `# FLIPSLOT-PARAMS`), so the
 //! scenario on the data partition is the same for all of them.
 //!
-//! `FLIPSLOT_RIG_SOAK=N` adds N random kills; `FLIPSLOT_RIG_SEED=S` fixes the seed.
+//! A random kill counts only when it interrupted the install: QEMU was still running when it
+//! was killed, and the serial log shows the install had started and not finished. A kill
+//! that comes too late is reported, not counted, and drawn again.
+//!
+//! `FLIPSLOT_RIG_SOAK=N` adds N random kills; `FLIPSLOT_RIG_SEED=S` fixes the seed (CI sets
+//! one; without it the seed comes from the clock and is printed).
 
 use flipslot_e2e::inspect::{self, DiskInfo};
 use flipslot_e2e::qemu::{Vm, VmConfig};
 use flipslot_e2e::scenario::{self, Scenario, SH_HELPERS};
-use flipslot_e2e::updates::{Kit, Release};
+use flipslot_e2e::updates::{Kit, Release, BASE_VERSION};
 use flipslot_e2e::{host, paths};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -37,6 +42,14 @@ const FAILPOINTS: &[&str] = &[
 
 /// Random kills in a default run.
 const RANDOM_KILLS: usize = 4;
+/// Draws per random kill before the test gives up on landing one inside the install.
+const KILL_DRAWS: usize = 4;
+
+/// The release the updates install; it passes its health check.
+const GOOD_VERSION: &str = "2.0.0";
+/// The release that fails its health check (a version of its own, so a boot's version says
+/// which of the two it is).
+const UNHEALTHY_VERSION: &str = "1.9.0";
 
 /// Reads the parameters from the control disk; shared by the scenario and `health.env`.
 const PARAMS: &str = r#"for rig_d in /dev/vd?; do
@@ -140,6 +153,7 @@ impl Rng {
     }
 }
 
+/// The seed: `FLIPSLOT_RIG_SEED`, or the clock (never 0, which xorshift cannot leave).
 fn seed() -> u64 {
     match std::env::var("FLIPSLOT_RIG_SEED") {
         Ok(s) => s.parse().expect("FLIPSLOT_RIG_SEED must be a number"),
@@ -150,6 +164,7 @@ fn seed() -> u64 {
                 | 1
         }
     }
+    .max(1)
 }
 
 /// The slot GRUB's reference script picks: the first in ORDER with OK=1 and TRY=0.
@@ -183,9 +198,33 @@ fn status(serial: &str, tag: &str, w: &str) -> Value {
     lines[0].value.clone()
 }
 
-/// Runs one kill point on a fresh copy of the disk; returns the host-measured install time
-/// of the re-install (to scale random kills).
-fn run_cut(rig: &Rig, n: usize, cut: &Cut, final_boot: bool) -> Duration {
+/// What one kill point came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The cut interrupted the install (or the health run) and the machine came back;
+    /// with the host-measured time of the re-install (to scale random kills).
+    Survived(Duration),
+    /// A random kill came too late to interrupt the install: not a cut.
+    Missed,
+}
+
+/// Whether a host-side kill interrupted the install: QEMU was running when it was killed,
+/// and the serial log up to the kill shows the install started and not ended.
+fn kill_interrupted(killed: bool, serial: &str) -> bool {
+    killed && serial.contains("RIG-INSTALL-START") && !serial.contains("RIG-INSTALL-END")
+}
+
+/// How far the install got, from the target's record after the cut.
+fn step_reached(target: Option<&Value>) -> &'static str {
+    match target {
+        None | Some(Value::Null) => "before marking the target bad",
+        Some(r) if r["result"] == "ok" => "after recording the install",
+        Some(_) => "between marking the target bad and recording the install",
+    }
+}
+
+/// Runs one kill point on a fresh copy of the disk.
+fn run_cut(rig: &Rig, n: usize, cut: &Cut, final_boot: bool) -> Outcome {
     let label = cut.label();
     let name = format!("powercut-{n:02}-{}", label.replace('+', "-"));
     let dir = rig.work.join(&name);
@@ -201,41 +240,78 @@ fn run_cut(rig: &Rig, n: usize, cut: &Cut, final_boot: bool) -> Duration {
         let mut vm = Vm::start(&vm_config(&format!("{name}-boot{b}"), &disk, &params)).unwrap();
         vm.wait_exit(BOOT_TIMEOUT).unwrap();
         let log = vm.serial().unwrap().to_string();
-        assert!(
-            log.contains("RIG-PRE-INSTALL-END rc=0"),
-            "{}",
-            vm.log_path().display()
+        let w = vm.log_path().display().to_string();
+        assert_eq!(
+            scenario::boots(&log),
+            [scenario::Boot {
+                slot: "A".into(),
+                version: BASE_VERSION.into()
+            }],
+            "{w}"
         );
+        assert!(log.contains("RIG-PRE-INSTALL-END rc=0"), "{w}");
     }
 
     // The boot that is cut.
     let b = cut.cut_boot();
     let mut vm = Vm::start(&vm_config(&format!("{name}-boot{b}"), &disk, &params)).unwrap();
-    match cut {
+    let killed = match cut {
         Cut::Kill(after) => {
             vm.wait_for("RIG-INSTALL-START", BOOT_TIMEOUT).unwrap();
             std::thread::sleep(*after);
-            vm.kill().unwrap();
+            vm.kill().unwrap()
         }
         Cut::Failpoint(_) => {
             vm.wait_exit(BOOT_TIMEOUT).unwrap();
+            false
         }
-    }
+    };
     let log = vm.serial().unwrap().to_string();
     let w = vm.log_path().display().to_string();
     drop(vm);
-    let install_finished = log.contains("RIG-INSTALL-END rc=0");
-    if let Cut::Failpoint(f) = cut {
-        assert!(
-            log.contains(&format!("flipslot: failpoint {f} hit (PowerOff)")),
-            "failpoint {f} was not hit; log {w}"
-        );
-        assert!(!install_finished, "{w}");
+    let install_ended = log.contains("RIG-INSTALL-END");
+    match cut {
+        Cut::Failpoint(f) => {
+            assert!(
+                log.contains(&format!("flipslot: failpoint {f} hit (PowerOff)")),
+                "failpoint {f} was not hit; log {w}"
+            );
+            assert!(!install_ended, "{w}");
+            let boots = scenario::boots(&log);
+            let expected = if *f == "health-before-mark-bad" {
+                // The trial of the unhealthy release, whose health run is cut.
+                ("B", UNHEALTHY_VERSION)
+            } else {
+                ("A", BASE_VERSION)
+            };
+            assert_eq!(boots.len(), 1, "{w}");
+            assert_eq!(
+                (boots[0].slot.as_str(), boots[0].version.as_str()),
+                expected,
+                "{w}"
+            );
+        }
+        Cut::Kill(_) if !kill_interrupted(killed, &log) => {
+            // Too late: the install had finished (and must have succeeded), else something
+            // other than the kill stopped it.
+            assert!(
+                log.contains("RIG-INSTALL-END rc=0"),
+                "the kill did not interrupt the install (QEMU still running: {killed}), \
+                 yet the install did not succeed; log {w}"
+            );
+            eprintln!(
+                "powercut {n:02} {label}: missed (QEMU still running: {killed}, install ended: \
+                 {install_ended}); not counted; log {w}"
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+            return Outcome::Missed;
+        }
+        Cut::Kill(_) => {}
     }
     let env = inspect::grubenv(&disk, &rig.layout).unwrap();
     let pick = grub_pick(&env);
     eprintln!(
-        "powercut {n:02} {label}: cut in boot {b} (install finished: {install_finished}); \
+        "powercut {n:02} {label}: cut in boot {b} (install ended: {install_ended}); \
          grubenv {env:?}; GRUB picks {pick:?}"
     );
     let pick = pick.unwrap_or_else(|| panic!("nothing bootable after the cut: {env:?}; log {w}"));
@@ -257,16 +333,33 @@ fn run_cut(rig: &Rig, n: usize, cut: &Cut, final_boot: bool) -> Duration {
         boots[0].slot, pick,
         "GRUB booted another slot than expected; {w}"
     );
+    assert_eq!(
+        scenario::health_results(&log),
+        [0],
+        "the health run after the cut did not pass; {w}"
+    );
     let recovered = status(&log, "recovered", &w);
     let booted = scenario::status_slot(&recovered, &pick).unwrap();
     assert_eq!(booted["state"], "booted", "{recovered}");
     assert_eq!(booted["boot_status"], "good", "{recovered}");
     if pick == "A" {
-        assert_eq!(boots[0].version, "1.0.0", "{w}");
+        assert_eq!(boots[0].version, BASE_VERSION, "{w}");
     } else {
-        // Only a slot whose install completed may boot; it must then be the new release.
+        // Only a slot whose install completed may boot; it must then be the good release,
+        // never the unhealthy one.
         assert_eq!(booted["installed"]["result"], "ok", "{recovered}");
-        assert_eq!(boots[0].version, "2.0.0", "{w}");
+        assert_eq!(
+            booted["installed"]["bundle_version"], GOOD_VERSION,
+            "{recovered}"
+        );
+        assert_eq!(boots[0].version, GOOD_VERSION, "{w}");
+    }
+    if let Cut::Kill(_) = cut {
+        let target = scenario::status_slot(&recovered, "B").unwrap();
+        eprintln!(
+            "powercut {n:02} {label}: the kill came {}",
+            step_reached(target.get("installed"))
+        );
     }
     assert!(
         log.contains("RIG-REINSTALL-END rc=0"),
@@ -289,7 +382,8 @@ fn run_cut(rig: &Rig, n: usize, cut: &Cut, final_boot: bool) -> Duration {
         let boots = scenario::boots(&log);
         assert_eq!(boots.len(), 1, "{w}");
         assert_eq!(boots[0].slot, other, "{w}");
-        assert_eq!(boots[0].version, "2.0.0", "{w}");
+        assert_eq!(boots[0].version, GOOD_VERSION, "{w}");
+        assert_eq!(scenario::health_results(&log), [0], "{w}");
         assert!(log.contains("passed: committed"), "{w}");
         let last = status(&log, "final", &w);
         let s = scenario::status_slot(&last, other).unwrap();
@@ -306,7 +400,7 @@ fn run_cut(rig: &Rig, n: usize, cut: &Cut, final_boot: bool) -> Duration {
         }
     );
     std::fs::remove_dir_all(&dir).unwrap();
-    install_time
+    Outcome::Survived(install_time)
 }
 
 #[test]
@@ -317,8 +411,9 @@ fn power_cuts_during_updates() {
     }
     let started = Instant::now();
     let mut kit = Kit::new("powercut").unwrap();
-    kit.add("good", "2.0.0", Release::Good).unwrap();
-    kit.add("unhealthy", "2.0.0", Release::FailsHealth).unwrap();
+    kit.add("good", GOOD_VERSION, Release::Good).unwrap();
+    kit.add("unhealthy", UNHEALTHY_VERSION, Release::FailsHealth)
+        .unwrap();
     for (step, d) in &kit.timings {
         eprintln!("{test}: {:7.2} s  {step}", d.as_secs_f64());
     }
@@ -343,37 +438,61 @@ fn power_cuts_during_updates() {
     eprintln!("{test}: seed {seed} (FLIPSLOT_RIG_SEED={seed} repeats it), soak {soak}");
     let mut rng = Rng(seed);
 
-    let mut survived = 0;
+    // Every run_cut that returns survived (a failed check panics, naming its log).
+    let mut n = 0;
+    let mut failpoint_cuts = 0;
     let mut install_time = Duration::ZERO;
     for fp in FAILPOINTS {
         // After these two the disk is in the same state as after install-mid-write (A boots,
         // B is marked bad), so the boot of the new slot is left out to save time.
         let final_boot = !matches!(*fp, "install-after-mark-bad" | "install-before-record");
-        let t = run_cut(&rig, survived + 1, &Cut::Failpoint(fp), final_boot);
-        install_time = install_time.max(t);
-        survived += 1;
+        n += 1;
+        match run_cut(&rig, n, &Cut::Failpoint(fp), final_boot) {
+            Outcome::Survived(t) => {
+                install_time = install_time.max(t);
+                failpoint_cuts += 1;
+            }
+            Outcome::Missed => panic!("failpoint {fp}: only a random kill can miss"),
+        }
     }
     eprintln!(
         "{test}: an install takes about {:.1} s (host view); random kills fall within it",
         install_time.as_secs_f64()
     );
+    let mut kill_cuts = 0;
+    let mut missed = 0;
     for k in 0..RANDOM_KILLS + soak {
-        let window = u64::try_from(install_time.as_millis())
-            .unwrap_or(2000)
-            .max(1);
-        let after = Duration::from_millis(rng.next() % window);
         // In a soak run every third kill point also boots the new slot.
         let final_boot = k >= RANDOM_KILLS && k % 3 == 0;
-        run_cut(&rig, survived + 1, &Cut::Kill(after), final_boot);
-        survived += 1;
+        let mut landed = false;
+        for _ in 0..KILL_DRAWS {
+            let window = u64::try_from(install_time.as_millis())
+                .unwrap_or(2000)
+                .max(1);
+            let after = Duration::from_millis(rng.next() % window);
+            n += 1;
+            match run_cut(&rig, n, &Cut::Kill(after), final_boot) {
+                Outcome::Survived(_) => {
+                    landed = true;
+                    break;
+                }
+                Outcome::Missed => missed += 1,
+            }
+        }
+        assert!(
+            landed,
+            "random kill {k}: none of {KILL_DRAWS} kills interrupted the install (seed {seed})"
+        );
+        kill_cuts += 1;
     }
     eprintln!(
-        "{test}: survived {survived} of {survived} kill points ({} failpoints, {} random kills, seed {seed}) in {:.0} s",
-        FAILPOINTS.len(),
-        RANDOM_KILLS + soak,
+        "{test}: survived {} cuts that interrupted an update ({failpoint_cuts} failpoints, \
+         {kill_cuts} random kills; {missed} late kills not counted; seed {seed}) in {:.0} s",
+        failpoint_cuts + kill_cuts,
         started.elapsed().as_secs_f64()
     );
-    assert!(survived >= 10);
+    assert_eq!(failpoint_cuts, FAILPOINTS.len());
+    assert_eq!(kill_cuts, RANDOM_KILLS + soak);
 }
 
 #[test]
@@ -412,4 +531,20 @@ fn grub_pick_follows_the_reference_script() {
     assert_eq!(p.len(), 4096);
     assert!(p.starts_with("# FLIPSLOT-PARAMS\nRIG_MODE=install\n"));
     assert_eq!(Cut::Failpoint("health-before-mark-bad").cut_boot(), 2);
+}
+
+#[test]
+fn only_a_kill_of_a_running_install_counts() {
+    let during = "FLIPSLOT-BOOTED slot=A version=1.0.0\nRIG-INSTALL-START\n";
+    let after = format!("{during}installed ...\nRIG-INSTALL-END rc=0\n");
+    assert!(kill_interrupted(true, during));
+    assert!(!kill_interrupted(false, during), "QEMU had already exited");
+    assert!(!kill_interrupted(true, &after), "the install had ended");
+    assert!(!kill_interrupted(
+        true,
+        "FLIPSLOT-BOOTED slot=A version=1.0.0\n"
+    ));
+    assert_eq!(step_reached(None), "before marking the target bad");
+    let ok = serde_json::json!({"result": "ok"});
+    assert_eq!(step_reached(Some(&ok)), "after recording the install");
 }

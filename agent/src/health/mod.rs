@@ -250,10 +250,19 @@ mod tests {
         };
         let mut c = cfg();
         c.deadline_seconds = 1;
-        let start = Instant::now();
         let v = run_checks(&c, &f);
         assert!(!v.healthy);
-        assert!(start.elapsed() < Duration::from_secs(3));
+        // The unit's own timeout (DEFAULT_CHECK_TIMEOUT, 30 s) allows about 60 tries; the
+        // 1 s deadline stops them after at most one per RETRY_EVERY within it, and no later
+        // check runs.
+        let most =
+            u32::try_from(Duration::from_secs(1).as_millis() / RETRY_EVERY.as_millis()).unwrap();
+        assert!(
+            (1..=most).contains(&f.calls.get()),
+            "{} unit checks",
+            f.calls.get()
+        );
+        assert_eq!(v.results.len(), 1, "{v:?}");
         assert!(v.reason.unwrap().starts_with("unit app.service"));
     }
 

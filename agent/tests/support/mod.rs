@@ -471,7 +471,7 @@ impl Fixture {
             .arg(self.cmdline_path())
             .args(args)
             .stdin(Stdio::null())
-            .env("RUST_LOG", "info")
+            .env("FLIPSLOT_LOG", "info")
             .output()
             .unwrap()
     }

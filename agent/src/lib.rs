@@ -1,23 +1,17 @@
+//! The flipslot agent: everything that runs on the device.
+//!
+//! Rooms, from the top down (each imports only rooms below it): `cli` (the `flipslot`
+//! and `rauc` command lines) → `daemon` → `ops` (typed operations and their rendering) →
+//! `install`, `health` → `slot`, `bootloader`, `config` → `net`, `host` (the side-effect
+//! seams). `ARCHITECTURE.md` is the map.
+
 pub mod bootloader;
 pub mod cli;
-pub mod clock;
-pub mod cmdline;
 pub mod config;
 pub mod daemon;
-pub mod device;
-pub mod failpoint;
 pub mod health;
+pub mod host;
 pub mod install;
-pub mod mountinfo;
 pub mod net;
 pub mod ops;
-pub mod paths;
-pub mod plan;
-pub mod rauc_cli;
-pub mod raucconf;
-pub mod rawstream;
-pub mod report;
-pub mod slots;
-pub mod status;
-pub mod stream;
-pub mod sys;
+pub mod slot;

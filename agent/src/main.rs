@@ -4,9 +4,9 @@ fn main() {
     flipslot_cli_support::logger::init();
     let as_rauc = std::env::args_os()
         .next()
-        .is_some_and(|a| flipslot::rauc_cli::invoked_as_rauc(&a));
+        .is_some_and(|a| flipslot::cli::rauc::invoked_as_rauc(&a));
     let result = if as_rauc {
-        flipslot::rauc_cli::run()
+        flipslot::cli::rauc::run()
     } else {
         flipslot::cli::run()
     };

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flipslot::status::{InstallResult, SlotRecord, StatusFile};
+use flipslot::slot::status::{InstallResult, SlotRecord, StatusFile};
 use flipslot_format::channel::{sign_channel, Channel, ChannelBundle};
 use flipslot_format::source::FileSource;
 use flipslot_format::Bundle;

@@ -7,7 +7,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use flipslot::status::InstallResult;
+use flipslot::slot::status::InstallResult;
 use support::{
     compressible, expect_failure, expect_success, pseudo_random, sha256_hex, stdout, Compression,
     Fixture, COMPATIBLE, SLOT_SIZE,
@@ -550,7 +550,7 @@ fn huge_signature_count_is_refused() {
 fn concurrent_install_is_refused_by_the_lock() {
     let f = Fixture::new();
     let bundle = f.bundle("1.0.0", &image(26));
-    let lock = flipslot::sys::lock_exclusive(&f.lock_path()).unwrap();
+    let lock = flipslot::host::sys::lock_exclusive(&f.lock_path()).unwrap();
     refused(&f, &bundle, &[], "holds the lock");
     drop(lock);
     expect_success(&f.install(&bundle, &[]));

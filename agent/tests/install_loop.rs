@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use flipslot::status::InstallResult;
+use flipslot::slot::status::InstallResult;
 use support::loopdev::{require, run_cmd, LoopDevice, Mount};
 use support::{expect_failure, expect_success, pseudo_random, sha256_hex, Fixture};
 

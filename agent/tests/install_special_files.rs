@@ -89,7 +89,7 @@ fn fifo_and_directory_bundles_are_refused_without_blocking() {
     let before = f.snapshot();
 
     // Refused before the lock is taken: the answer is about the file, not the lock.
-    let lock = flipslot::sys::lock_exclusive(&f.lock_path()).unwrap();
+    let lock = flipslot::host::sys::lock_exclusive(&f.lock_path()).unwrap();
     let out = flipslot_install(&f, &fifo);
     assert_refused(&out, &fifo, "FIFO");
     assert!(!support::stderr(&out).contains("holds the lock"), "{out:?}");
@@ -101,5 +101,5 @@ fn fifo_and_directory_bundles_are_refused_without_blocking() {
     assert_refused(&rauc_install(&f, &fifo), &fifo, "FIFO");
     f.assert_nothing_written(&before);
     // Nothing holds the lock afterwards.
-    drop(flipslot::sys::lock_exclusive(&f.lock_path()).unwrap());
+    drop(flipslot::host::sys::lock_exclusive(&f.lock_path()).unwrap());
 }

@@ -38,7 +38,7 @@ fn marks_are_refused_while_the_install_lock_is_held() {
     let before = f.snapshot();
     let lock_file = f.lock_path().display().to_string();
     // What an install or `flipslot health` holds while it runs.
-    let lock = flipslot::sys::lock_exclusive(&f.lock_path()).unwrap();
+    let lock = flipslot::host::sys::lock_exclusive(&f.lock_path()).unwrap();
     for args in [
         ["mark-active", "B"],
         ["mark-good", "booted"],

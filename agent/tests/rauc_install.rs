@@ -14,7 +14,7 @@ mod rauc_support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use flipslot::status::InstallResult;
+use flipslot::slot::status::InstallResult;
 use rauc_support::{flipped, pseudo_random, rauc_bundle, BundleSpec, Pki};
 use support::loopdev::{require, run_cmd, LoopDevice};
 use support::{expect_failure, expect_success, sha256_hex, Fixture, COMPATIBLE};

@@ -14,7 +14,7 @@ use flipslot::bootloader::uboot::UbootBackend;
 use flipslot::bootloader::ubootenv::store::{modify, read_env};
 use flipslot::bootloader::ubootenv::{crc32, encode_copy, FwEnvStore, Layout, UbootEnv};
 use flipslot::bootloader::Bootloader;
-use flipslot::paths::Root;
+use flipslot::host::paths::Root;
 
 const FW_PRINTENV: &str = "/usr/bin/fw_printenv";
 const FW_SETENV: &str = "/usr/bin/fw_setenv";

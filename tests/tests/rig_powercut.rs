@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The failpoints of `agent/src/failpoint.rs` and where the scenario arms them.
+/// The failpoints of `agent/src/host/failpoint.rs` and where the scenario arms them.
 const FAILPOINTS: &[&str] = &[
     "install-after-mark-bad",
     "install-mid-write",

@@ -64,13 +64,13 @@ impl EnvBlockStore for FileEnvStore {
                 block.len()
             );
         }
-        if let Some(action) = crate::failpoint::is_armed("grubenv-torn-write") {
+        if let Some(action) = crate::host::failpoint::is_armed("grubenv-torn-write") {
             // A power cut in the middle of the block: only its first sector lands.
             let half = block.len().min(512);
             file.write_all(&block[..half])
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("cannot write grubenv {path}"))?;
-            crate::failpoint::trigger("grubenv-torn-write", action);
+            crate::host::failpoint::trigger("grubenv-torn-write", action);
         }
         file.write_all(block)
             .with_context(|| format!("cannot write grubenv {path}"))?;

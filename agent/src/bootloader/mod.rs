@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 pub use abstate::{AbState, SlotBootState};
 
 use crate::config::{self, SystemConfig};
-use crate::paths::Root;
+use crate::host::paths::Root;
 
 /// Reads and changes the bootloader's A/B state. Object safe: use `Box<dyn Bootloader>`.
 ///
@@ -70,14 +70,16 @@ pub fn open_backend(cfg: &SystemConfig, root: &Root) -> Result<Box<dyn Bootloade
                         cfg.fw_env_config.display()
                     )
                 })?
-                .with_lock_file(root.resolve(std::path::Path::new(crate::paths::FW_ENV_LOCK)));
+                .with_lock_file(
+                    root.resolve(std::path::Path::new(crate::host::paths::FW_ENV_LOCK)),
+                );
             let mut backend = uboot::UbootBackend::new(
                 store,
                 cfg.bootnames(),
                 cfg.boot_attempts,
                 cfg.boot_attempts_primary,
             );
-            let initial = root.resolve(std::path::Path::new(crate::paths::UBOOT_INITIAL_ENV));
+            let initial = root.resolve(std::path::Path::new(crate::host::paths::UBOOT_INITIAL_ENV));
             if let Ok(text) = std::fs::read_to_string(&initial) {
                 backend = backend.with_default_env(ubootenv::UbootEnv::parse_text(&text));
             }

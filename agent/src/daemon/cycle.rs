@@ -9,7 +9,7 @@ use super::Daemon;
 use crate::install::InstallOptions;
 use crate::net::headers::redact;
 use crate::ops;
-use crate::status::StatusFile;
+use crate::slot::status::StatusFile;
 use anyhow::{Context, Result};
 use flipslot_cli_support::progress::Reporter;
 use flipslot_format::channel::{self, Channel};
@@ -158,7 +158,7 @@ impl Daemon {
         }
         let booted = self.agent.booted()?;
         let status = self.status_file()?;
-        let booted_version = crate::plan::booted_version(&status, booted);
+        let booted_version = crate::install::plan::booted_version(&status, booted);
         let booted_version_s = booted_version.as_ref().map(ToString::to_string);
         self.report(
             "checking",
@@ -480,8 +480,8 @@ impl Write for ProgressSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::FixedClock;
     use crate::daemon::events::{queued, Reports};
+    use crate::host::clock::FixedClock;
 
     #[test]
     fn progress_becomes_downloading_reports_per_tenth() {

@@ -2,9 +2,9 @@
 //! verified channel offers, whether a reboot may start now, how long to wait before the
 //! next poll, and which boot outcomes are still to be reported.
 
+use crate::config::update::{RebootPolicy, RebootWindow};
 use crate::config::{Slot, SystemConfig};
-use crate::daemon::config::{RebootPolicy, RebootWindow};
-use crate::status::{InstallResult, StatusFile};
+use crate::slot::status::{InstallResult, StatusFile};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -284,7 +284,7 @@ pub fn unreported_outcomes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{RollbackRecord, SlotRecord, Trial};
+    use crate::slot::status::{RollbackRecord, SlotRecord, Trial};
     use std::path::Path;
 
     fn v(s: &str) -> semver::Version {

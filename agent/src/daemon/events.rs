@@ -6,7 +6,7 @@
 //!
 //! Blocking (reqwest's blocking client): call from `spawn_blocking` or a plain thread.
 
-use crate::clock::Clock;
+use crate::host::clock::Clock;
 use crate::net::headers::redact;
 use crate::net::HttpOptions;
 use anyhow::{anyhow, bail, Context, Result};
@@ -229,7 +229,7 @@ pub fn queued(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::FixedClock;
+    use crate::host::clock::FixedClock;
 
     #[test]
     fn report_fields() {

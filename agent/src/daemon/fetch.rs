@@ -5,10 +5,10 @@
 //! Messages carry the URL redacted (no credentials, no query values) and never a header
 //! value.
 
-use crate::daemon::config::UpdateConfig;
+use crate::config::update::UpdateConfig;
+use crate::host::paths::Root;
 use crate::net::headers::{parse_header_line, redact};
 use crate::net::{HttpOptions, StallPolicy};
-use crate::paths::Root;
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::blocking::Client;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};

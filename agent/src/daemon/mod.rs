@@ -9,7 +9,6 @@
 //! `spawn_blocking`; the install lock still admits one installer at a time.
 
 pub mod client;
-pub mod config;
 pub mod cycle;
 pub mod decide;
 pub mod events;
@@ -18,13 +17,13 @@ pub mod notify;
 pub mod server;
 pub mod state;
 
-use crate::clock::{Clock, SystemClock};
+use crate::config::update::{RebootPolicy, UpdateConfig};
 use crate::health::host::{HostReboot, Rebooter};
+use crate::host::clock::{Clock, SystemClock};
+use crate::host::paths;
 use crate::net::HttpOptions;
 use crate::ops::Agent;
-use crate::paths;
 use anyhow::{anyhow, Context, Result};
-use config::{RebootPolicy, UpdateConfig};
 use cycle::{CycleResult, Staged};
 use decide::RebootGate;
 use serde_json::{json, Value};

@@ -169,7 +169,7 @@ async fn serve_connection(
                 let r = tokio::task::spawn_blocking(move || ops::status(&d.agent)).await;
                 let v = match r {
                     Ok(Ok(report)) if text => json!({
-                        "v": 1, "event": "status", "text": crate::report::status_text(&report)
+                        "v": 1, "event": "status", "text": crate::ops::render::status_text(&report)
                     }),
                     Ok(Ok(report)) => serde_json::to_value(&report)?,
                     Ok(Err(e)) => error_line(&format!("{e:#}")),

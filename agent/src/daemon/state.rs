@@ -92,7 +92,7 @@ impl DaemonState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::temp_path;
+    use crate::slot::status::temp_path;
 
     const FORMAT1_FIXTURE: &str = r#"{
   "format": 1,

@@ -9,7 +9,7 @@
 
 use crate::bootloader::{AbState, SlotBootState};
 use crate::config::{Slot, SystemConfig};
-use crate::status::{InstallResult, StatusFile};
+use crate::slot::status::{InstallResult, StatusFile};
 
 /// What kind of boot this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{SlotRecord, Trial};
+    use crate::slot::status::{SlotRecord, Trial};
     use std::path::Path;
 
     fn cfg() -> SystemConfig {

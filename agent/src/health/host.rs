@@ -2,8 +2,8 @@
 //! timeout, HTTP with the minimal client. Commands run through [`flipslot_os::process`].
 
 use crate::health::CheckRunner;
-use crate::paths::Root;
-use crate::sys;
+use crate::host::paths::Root;
+use crate::host::sys;
 use flipslot_os::process::{stderr_tail, Cmd, CommandError};
 use std::time::Duration;
 

@@ -3,11 +3,10 @@
 //! roll back, or whether a previous trial already failed.
 
 pub mod assess;
-pub mod config;
 pub mod host;
 pub mod http;
 
-use crate::health::config::HealthConfig;
+use crate::config::health::HealthConfig;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -69,7 +68,7 @@ pub fn run_checks(cfg: &HealthConfig, runner: &dyn CheckRunner) -> Verdict {
     for u in &cfg.units {
         checks.push((
             format!("unit {u}"),
-            Duration::from_secs(crate::health::config::DEFAULT_CHECK_TIMEOUT),
+            Duration::from_secs(crate::config::health::DEFAULT_CHECK_TIMEOUT),
             Box::new(move |t| runner.unit_active(u, t)),
             true,
         ));
@@ -93,7 +92,7 @@ pub fn run_checks(cfg: &HealthConfig, runner: &dyn CheckRunner) -> Verdict {
     if cfg.update_server {
         checks.push((
             "update server".to_string(),
-            Duration::from_secs(crate::health::config::DEFAULT_CHECK_TIMEOUT),
+            Duration::from_secs(crate::config::health::DEFAULT_CHECK_TIMEOUT),
             Box::new(move |t| runner.update_server(t)),
             true,
         ));
@@ -147,7 +146,7 @@ pub fn run_checks(cfg: &HealthConfig, runner: &dyn CheckRunner) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::config::{CommandCheck, HttpCheck};
+    use crate::config::health::{CommandCheck, HttpCheck};
     use std::cell::Cell;
 
     struct Fake {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use flipslot::bootloader::abstate::{ok_var, try_var, AbState, ORDER_VAR};
-use flipslot::status::{SlotRecord, StatusFile};
+use flipslot::slot::status::{SlotRecord, StatusFile};
 use flipslot_bootenv::grubenv::{GrubEnv, DEFAULT_BLOCK_SIZE, HEADER};
 use flipslot_format::builder::{build, BuildOptions, ImageInput};
 pub use flipslot_format::Compression;

@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Layout, UbootEnvError, MAX_ENV_SIZE};
-use crate::paths::Root;
+use crate::host::paths::Root;
 
 /// The largest `fw_env.config` read.
 pub const MAX_CONFIG_SIZE: u64 = 64 * 1024;

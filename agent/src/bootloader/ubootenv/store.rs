@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 
 use super::config::{EnvDevice, FwEnvConfig, MAX_CONFIG_SIZE};
 use super::{decode, encode_copy, Decoded, FlagScheme, Layout, UbootEnv};
-use crate::paths::Root;
-use crate::sys::{self, LockGuard};
+use crate::host::paths::Root;
+use crate::host::sys::{self, LockGuard};
 
 /// How long [`FwEnvStore`] waits for the lock file held by another writer.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);

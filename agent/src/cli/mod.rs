@@ -1,11 +1,13 @@
 //! The `flipslot` command line: argument parsing and output formatting. Every subcommand
 //! is one call into [`crate::ops`].
 
+pub mod rauc;
+
 use crate::daemon::client;
+use crate::host::paths::{self, Root};
 use crate::install::InstallOptions;
 use crate::net::{HttpOptions, RetryPolicy, StallPolicy};
 use crate::ops::{self, Agent, Mark};
-use crate::paths::{self, Root};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
@@ -287,7 +289,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&report)?;
             } else {
-                print!("{}", crate::report::status_text(&report));
+                print!("{}", crate::ops::render::status_text(&report));
             }
         }
         Command::Install {
@@ -344,7 +346,7 @@ pub fn run() -> Result<()> {
             } else {
                 println!(
                     "{}",
-                    crate::report::install_summary(&out, started.elapsed())
+                    crate::ops::render::install_summary(&out, started.elapsed())
                 );
             }
         }
@@ -365,14 +367,14 @@ pub fn run() -> Result<()> {
             };
             let env = ops::HealthEnv {
                 checks: &checks,
-                clock: &crate::clock::SystemClock,
+                clock: &crate::host::clock::SystemClock,
                 allow_reboot: !no_reboot,
             };
             let out = ops::health(&agent, &env)?;
             if json {
                 print_json(&out)?;
             } else {
-                print!("{}", crate::report::health_text(&out));
+                print!("{}", crate::ops::render::health_text(&out));
             }
             if out.rebooting {
                 use crate::health::host::Rebooter;
@@ -410,7 +412,7 @@ pub fn run() -> Result<()> {
             }
         }
         Command::Rollback { to, reboot, json } => {
-            let out = ops::rollback(&agent, to.as_deref(), &crate::clock::SystemClock)?;
+            let out = ops::rollback(&agent, to.as_deref(), &crate::host::clock::SystemClock)?;
             if json {
                 print_json(&out)?;
             } else {
@@ -466,7 +468,7 @@ fn install_via_daemon(mut c: client::Client, req: &serde_json::Value, json: bool
             .context("the daemon's done line is not an install outcome")?;
         println!(
             "{}",
-            crate::report::install_summary(&out, started.elapsed())
+            crate::ops::render::install_summary(&out, started.elapsed())
         );
     }
     Ok(())
@@ -495,7 +497,7 @@ pub(crate) fn default_config(root: &Root) -> PathBuf {
     if root.resolve(own).exists() {
         return own.to_path_buf();
     }
-    crate::raucconf::discover(root).unwrap_or_else(|| own.to_path_buf())
+    crate::config::rauc::discover(root).unwrap_or_else(|| own.to_path_buf())
 }
 
 fn absolute(p: &std::path::Path) -> Result<PathBuf> {

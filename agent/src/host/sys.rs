@@ -197,14 +197,14 @@ pub fn lock_exclusive(path: &Path) -> io::Result<LockGuard> {
 }
 
 /// Whether systemd is the running init (its runtime directory exists under `root`).
-pub fn systemd_running(root: &crate::paths::Root) -> bool {
-    root.resolve(Path::new(crate::paths::SYSTEMD_RUNTIME_DIR))
+pub fn systemd_running(root: &crate::host::paths::Root) -> bool {
+    root.resolve(Path::new(crate::host::paths::SYSTEMD_RUNTIME_DIR))
         .is_dir()
 }
 
 /// Reboots the machine: through systemd when it runs (a clean shutdown), else by syncing
 /// the filesystems and calling reboot(2) directly.
-pub fn reboot(root: &crate::paths::Root) -> io::Result<()> {
+pub fn reboot(root: &crate::host::paths::Root) -> io::Result<()> {
     if systemd_running(root) {
         match flipslot_os::process::Cmd::new("systemctl")
             .arg("reboot")

@@ -2,18 +2,22 @@
 //!
 //! [`SystemConfig::parse`] is pure; [`SystemConfig::load`] only adds reading the file.
 //! A file whose name ends in `.conf` is read as RAUC's `system.conf` instead
-//! ([`crate::raucconf`]); both formats share the slot checks ([`validate_slots`]).
+//! ([`crate::config::rauc`]); both formats share the slot checks ([`validate_slots`]).
 //! Slots are grouped by class in the file (`[[slot.rootfs]]`); the array position gives
 //! the slot index and the slot name is `class.index` (like RAUC's `rootfs.0`).
+
+pub mod health;
+pub mod rauc;
+pub mod update;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::config::{RawUpdateConfig, UpdateConfig};
-use crate::health::config::HealthConfig;
-use crate::paths::STATUS_FILE_NAME;
+use crate::config::health::HealthConfig;
+use crate::config::update::{RawUpdateConfig, UpdateConfig};
+use crate::host::paths::STATUS_FILE_NAME;
 
 /// Errors from reading or validating the system configuration.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +63,13 @@ pub enum ConfigError {
     #[error(
         "cannot use RAUC config {path}: {} setting(s) flipslot cannot honor:{}",
         problems.len(),
-        crate::raucconf::list_findings(problems)
+        crate::config::rauc::list_findings(problems)
     )]
     RaucUnsupported {
         /// The config file.
         path: PathBuf,
         /// What is refused and why.
-        problems: Vec<crate::raucconf::Finding>,
+        problems: Vec<crate::config::rauc::Finding>,
     },
 }
 
@@ -399,7 +403,7 @@ pub fn validate_slots(
 impl SystemConfig {
     /// Reads and validates the config file at `path`.
     ///
-    /// A file named `*.conf` is a RAUC `system.conf` ([`crate::raucconf`]): a relative
+    /// A file named `*.conf` is a RAUC `system.conf` ([`crate::config::rauc`]): a relative
     /// `path` is first made absolute, because RAUC resolves relative paths inside the file
     /// against the file's directory. Its notices are kept in [`SystemConfig::notices`]
     /// (shown by `flipslot status` and at daemon start-up) and logged here at debug
@@ -423,7 +427,7 @@ impl SystemConfig {
                 path: file.to_path_buf(),
                 source,
             })?;
-            let (cfg, notices) = crate::raucconf::parse_system_conf(&text, &origin)?;
+            let (cfg, notices) = crate::config::rauc::parse_system_conf(&text, &origin)?;
             for n in &notices {
                 log::debug!("config {}: {n}", origin.display());
             }
@@ -575,7 +579,7 @@ impl SystemConfig {
             grubenv: raw.grubenv,
             fw_env_config: raw
                 .fw_env_config
-                .unwrap_or_else(|| PathBuf::from(crate::paths::FW_ENV_CONFIG)),
+                .unwrap_or_else(|| PathBuf::from(crate::host::paths::FW_ENV_CONFIG)),
             custom_backend: raw.custom_backend,
             boot_attempts,
             boot_attempts_primary,

@@ -1,6 +1,6 @@
 //! Parsing the kernel command line (`/proc/cmdline`) and the booted-slot hints in it.
 //!
-//! Pure: callers read the file (through [`crate::paths::Root`]) and pass the text in.
+//! Pure: callers read the file (through [`crate::host::paths::Root`]) and pass the text in.
 
 /// One kernel parameter: `key=value` or a bare flag (`value` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,10 +100,10 @@ impl HostDevice {
     /// buffered I/O where the filesystem refuses it, e.g. tmpfs, with a warning;
     /// [`SlotDevice::io_mode`] says which it got).
     pub fn open(path: &Path, direct: bool) -> io::Result<HostDevice> {
-        let buffered = crate::sys::open_rw(path, false)?;
-        let size = crate::sys::block_device_size(&buffered)?;
+        let buffered = crate::host::sys::open_rw(path, false)?;
+        let size = crate::host::sys::block_device_size(&buffered)?;
         let direct = if direct {
-            match crate::sys::open_rw(path, true) {
+            match crate::host::sys::open_rw(path, true) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     log::warn!(
@@ -175,7 +175,7 @@ impl SlotDevice for HostDevice {
 #[derive(Debug)]
 pub struct HostDevices {
     /// Root directory (the host's `/` in production).
-    pub root: crate::paths::Root,
+    pub root: crate::host::paths::Root,
     /// Whether to use direct I/O.
     pub direct: bool,
 }
@@ -195,17 +195,20 @@ impl SlotDevices for HostDevices {
     fn mounted_at(&self, path: &Path) -> anyhow::Result<Option<PathBuf>> {
         use anyhow::Context;
         let real = self.root.resolve(path);
-        let Some((major, minor)) = crate::sys::device_numbers(&real)
+        let Some((major, minor)) = crate::host::sys::device_numbers(&real)
             .with_context(|| format!("cannot stat slot device {}", path.display()))?
         else {
             return Ok(None);
         };
-        let table = self.root.resolve(Path::new(crate::paths::PROC_MOUNTINFO));
+        let table = self
+            .root
+            .resolve(Path::new(crate::host::paths::PROC_MOUNTINFO));
         let text = std::fs::read_to_string(&table)
             .with_context(|| format!("cannot read {}", table.display()))?;
-        let entries = crate::mountinfo::parse(&text)
+        let entries = crate::host::mountinfo::parse(&text)
             .with_context(|| format!("cannot parse {}", table.display()))?;
-        Ok(crate::mountinfo::mounted_at(&entries, major, minor).map(|e| e.mount_point.clone()))
+        Ok(crate::host::mountinfo::mounted_at(&entries, major, minor)
+            .map(|e| e.mount_point.clone()))
     }
 
     fn same_device(&self, a: &Path, b: &Path) -> bool {

@@ -1,16 +1,18 @@
 //! Typed operations shared by the CLI (and later the daemon): status, install, mark.
 //! Each loads what it needs from the [`Agent`] context and returns plain data.
 
+pub mod render;
+
 use crate::bootloader::{self, Bootloader, SlotBootState};
-use crate::clock::SystemClock;
-use crate::cmdline;
 use crate::config::{Slot, SystemConfig};
-use crate::device::HostDevices;
+use crate::host::clock::SystemClock;
+use crate::host::paths::{self, Root};
 use crate::install::{self, InstallEnv, InstallOptions, InstallOutcome};
 use crate::net::{HttpOptions, HttpSource};
-use crate::paths::{self, Root};
-use crate::slots::{self, FsResolver};
-use crate::status::{RollbackRecord, SlotRecord, StatusFile};
+use crate::slot::cmdline;
+use crate::slot::device::HostDevices;
+use crate::slot::status::{RollbackRecord, SlotRecord, StatusFile};
+use crate::slot::{self, FsResolver};
 use anyhow::{bail, Context, Result};
 use flipslot_cli_support::progress::Reporter;
 use flipslot_format::source::{ByteSource, FileSource};
@@ -74,18 +76,18 @@ impl Agent {
         let resolver = FsResolver {
             root: self.root.clone(),
         };
-        Ok(slots::detect_booted(&self.cfg, &hint, &resolver)?)
+        Ok(slot::detect_booted(&self.cfg, &hint, &resolver)?)
     }
 
     /// Takes the install lock without waiting. Every command that writes a slot or
     /// changes the bootloader's choice holds it (install, health, rollback, mark), so one
     /// runs at a time; while another holds it the error says so and names the file.
-    pub fn lock(&self) -> Result<crate::sys::LockGuard> {
+    pub fn lock(&self) -> Result<crate::host::sys::LockGuard> {
         let data_dir = self.root.resolve(&self.cfg.data_dir);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let path = data_dir.join(paths::LOCK_FILE_NAME);
-        match crate::sys::lock_exclusive(&path) {
+        match crate::host::sys::lock_exclusive(&path) {
             Ok(guard) => Ok(guard),
             // Already names the file and what holds it.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e.into()),
@@ -491,7 +493,7 @@ pub struct HealthEnv<'a> {
     /// Runs single checks.
     pub checks: &'a dyn crate::health::CheckRunner,
     /// The clock.
-    pub clock: &'a dyn crate::clock::Clock,
+    pub clock: &'a dyn crate::host::clock::Clock,
     /// Whether a failed trial may ask for a reboot (the config may also forbid it); the
     /// caller reboots when the outcome says `rebooting`.
     pub allow_reboot: bool,
@@ -586,7 +588,7 @@ pub fn health(agent: &Agent, env: &HealthEnv<'_>) -> Result<HealthOutcome> {
                 rec.trial.health_failure = v.reason.clone();
             }
             status.save(&status_path)?;
-            crate::failpoint::hit("health-before-mark-bad");
+            crate::host::failpoint::hit("health-before-mark-bad");
             bl.mark_bad(&b.bootname)
                 .with_context(|| format!("cannot mark slot {} bad", b.name))?;
             out.action = "fallback";
@@ -626,7 +628,7 @@ pub struct RollbackOutcome {
 pub fn rollback(
     agent: &Agent,
     to: Option<&str>,
-    clock: &dyn crate::clock::Clock,
+    clock: &dyn crate::host::clock::Clock,
 ) -> Result<RollbackOutcome> {
     let _lock = agent.lock()?;
     let booted = agent
@@ -650,7 +652,7 @@ pub fn rollback(
     let status_path = agent.status_path();
     let mut status = StatusFile::load(&status_path)?;
     let rec = status.slots.get(&target.name);
-    if rec.is_some_and(|r| r.result != crate::status::InstallResult::Ok) {
+    if rec.is_some_and(|r| r.result != crate::slot::status::InstallResult::Ok) {
         bail!(
             "cannot roll back to slot {}: its last install did not complete",
             target.name

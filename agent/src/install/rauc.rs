@@ -1,7 +1,7 @@
 //! Streams an image from a plain reader into a slot while hashing it, and reads a slot
 //! back against a whole-image SHA-256. Used for RAUC bundles, whose images are files in
 //! the bundle's squashfs with one SHA-256 each in the signed manifest (flipslot's own
-//! bundles use the per-chunk pipeline in [`crate::stream`]).
+//! bundles use the per-chunk pipeline in [`crate::install::fsb`]).
 //!
 //! Three threads over a pool of four 1 MiB aligned buffers: the caller's thread reads
 //! (decompressing and, for verity bundles, checking blocks against the hash tree), one
@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use flipslot_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
-use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};
-use crate::stream::write_chunk;
+use crate::install::fsb::write_chunk;
+use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 
 /// Bytes per buffer.
 const CHUNK: usize = 1 << 20;
@@ -85,7 +85,7 @@ pub fn write_from_reader(
                 pos += len as u64;
                 free_back.send(buf).ok();
                 if before < size / 2 && pos >= size / 2 {
-                    crate::failpoint::hit("install-mid-write");
+                    crate::host::failpoint::hit("install-mid-write");
                 }
             }
             Ok(pos)
@@ -203,7 +203,7 @@ pub fn verify_sha256(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MemDevice;
+    use crate::slot::device::MemDevice;
 
     fn dev(len: usize) -> MemDevice {
         MemDevice::new(len, 0xAA)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::slots::SlotHistory;
+use crate::slot::SlotHistory;
 
 /// The only status format this version reads and writes.
 pub const FORMAT: u32 = 1;
@@ -218,7 +218,7 @@ impl StatusFile {
         self.slots.insert(slot_name.to_string(), record);
     }
 
-    /// The install history of a slot, as [`crate::slots::choose_target`] wants it.
+    /// The install history of a slot, as [`crate::slot::choose_target`] wants it.
     pub fn history(&self, slot_name: &str) -> SlotHistory {
         self.record(slot_name)
             .map(|r| SlotHistory {

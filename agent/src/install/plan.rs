@@ -2,8 +2,8 @@
 //! image. No I/O: everything arrives as plain data.
 
 use crate::config::{Slot, SystemConfig};
-use crate::slots::{choose_target, SlotHistory};
-use crate::status::{InstallResult, StatusFile};
+use crate::slot::status::{InstallResult, StatusFile};
+use crate::slot::{choose_target, SlotHistory};
 use flipslot_format::Manifest;
 
 /// What planning needs to know about a verified bundle, whatever its format.
@@ -255,7 +255,7 @@ mod tests {
         let mut s = StatusFile::default();
         s.slots.insert(
             "rootfs.0".into(),
-            crate::status::SlotRecord {
+            crate::slot::status::SlotRecord {
                 bundle_version: Some(version.into()),
                 compatible: "x".into(),
                 manifest_sha256: None,

@@ -16,10 +16,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
 use serde_json::{json, Value};
 
+use crate::host::paths::Root;
 use crate::install::InstallOptions;
 use crate::ops::{self, Agent, Mark};
-use crate::paths::Root;
-use crate::status::InstallResult;
+use crate::slot::status::InstallResult;
 
 /// Whether the program was invoked under the name `rauc`.
 pub fn invoked_as_rauc(argv0: &OsString) -> bool {

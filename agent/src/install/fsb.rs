@@ -4,7 +4,7 @@
 //! the slot back with direct I/O while two threads check each chunk). Memory is at most
 //! four chunk buffers, whatever the image size.
 
-use crate::device::{AlignedBuf, SlotDevice, IO_ALIGN};
+use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, Context, Result};
 use flipslot_format::manifest::{Compression, Image};
 use flipslot_format::reader::check_chunk;
@@ -148,7 +148,7 @@ pub fn write_image<S: ByteSource + Send>(
                 next += 1;
                 progress(pos, total);
                 if pos >= total / 2 && pos - (p.len as u64) < total / 2 {
-                    crate::failpoint::hit("install-mid-write");
+                    crate::host::failpoint::hit("install-mid-write");
                 }
             }
             if first_err.is_some() {
@@ -306,7 +306,7 @@ pub fn verify_device(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MemDevice;
+    use crate::slot::device::MemDevice;
     use flipslot_format::builder::{build, BuildOptions, ImageInput};
     use flipslot_format::source::FileSource;
     use flipslot_format::{keys, Compression, Keyring, VerifyPolicy};

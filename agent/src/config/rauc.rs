@@ -44,12 +44,12 @@ use std::path::{Path, PathBuf};
 use flipslot_rauc::keyfile::{Group, KeyFile, KeyFileError};
 use serde::Serialize;
 
+use crate::config::health::HealthConfig;
 use crate::config::{
     validate_slots, validate_x509, Bootloader, ConfigError, ConfigFormat, RaucBundlePolicy,
     SlotDecl, SystemConfig, X509Keyring, DEFAULT_BOOT_ATTEMPTS,
 };
-use crate::health::config::HealthConfig;
-use crate::paths::{self, Root};
+use crate::host::paths::{self, Root};
 
 mod rules;
 

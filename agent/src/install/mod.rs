@@ -11,13 +11,16 @@
 //! Until step 4 the bootloader's choice of primary slot is untouched; the booted slot and
 //! its status record are never touched at all.
 
+pub mod fsb;
+pub mod plan;
+pub mod rauc;
+
 use crate::bootloader::{Bootloader, SlotBootState};
-use crate::clock::Clock;
 use crate::config::{Slot, SystemConfig};
-use crate::device::SlotDevices;
-use crate::plan::{self, Target};
-use crate::status::{InstallResult, SlotRecord, StatusFile};
-use crate::stream;
+use crate::host::clock::Clock;
+use crate::install::plan::Target;
+use crate::slot::device::SlotDevices;
+use crate::slot::status::{InstallResult, SlotRecord, StatusFile};
 use anyhow::{bail, Context, Result};
 use flipslot_cli_support::progress::Reporter;
 use flipslot_format::source::ByteSource;
@@ -90,7 +93,7 @@ pub struct InstalledImage {
     /// How the slot was written (`direct` or `buffered`); `None` when it already held
     /// the image and was not written.
     #[serde(default)]
-    pub io: Option<crate::device::IoMode>,
+    pub io: Option<crate::slot::device::IoMode>,
 }
 
 /// The result of a successful install.
@@ -217,7 +220,7 @@ trait ImageWriter {
     fn write(
         &mut self,
         t: &Target,
-        dev: &mut dyn crate::device::SlotDevice,
+        dev: &mut dyn crate::slot::device::SlotDevice,
         opts: &InstallOptions,
         progress: &mut Reporter,
     ) -> Result<InstalledImage>;
@@ -241,7 +244,7 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
     fn write(
         &mut self,
         t: &Target,
-        dev: &mut dyn crate::device::SlotDevice,
+        dev: &mut dyn crate::slot::device::SlotDevice,
         opts: &InstallOptions,
         progress: &mut Reporter,
     ) -> Result<InstalledImage> {
@@ -271,7 +274,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
     fn write(
         &mut self,
         t: &Target,
-        dev: &mut dyn crate::device::SlotDevice,
+        dev: &mut dyn crate::slot::device::SlotDevice,
         opts: &InstallOptions,
         progress: &mut Reporter,
     ) -> Result<InstalledImage> {
@@ -285,7 +288,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
         let mut result: Option<Result<Option<flipslot_format::Sha256Digest>>> = None;
         self.bundle
             .with_image_reader(t.image, |r| {
-                result = Some(crate::rawstream::write_from_reader(
+                result = Some(crate::install::rauc::write_from_reader(
                     r,
                     img.size,
                     &img.filename,
@@ -310,7 +313,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
             .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
         if opts.read_back {
             let phase = format!("read-back {}", t.slot.name);
-            crate::rawstream::verify_sha256(dev, img.size, &img.sha256, &mut |d, n| {
+            crate::install::rauc::verify_sha256(dev, img.size, &img.sha256, &mut |d, n| {
                 progress.update(&phase, d, n)
             })
             .with_context(|| {
@@ -424,7 +427,7 @@ fn run(
         );
     }
     status.save(&env.status_path)?;
-    crate::failpoint::hit("install-after-mark-bad");
+    crate::host::failpoint::hit("install-after-mark-bad");
 
     // Step 2: write and verify.
     let mut images = Vec::new();
@@ -464,7 +467,7 @@ fn run(
         }
     }
 
-    crate::failpoint::hit("install-before-record");
+    crate::host::failpoint::hit("install-before-record");
     // Step 3: record success.
     let finished = env.clock.now_unix();
     for img in images.iter().filter(|i| {
@@ -482,7 +485,7 @@ fn run(
     }
     status.save(&env.status_path)?;
 
-    crate::failpoint::hit("install-before-activate");
+    crate::host::failpoint::hit("install-before-activate");
     // Step 4: try it at the next boot. The booted slot is the fallback: a routine boot
     // whose health run has not reset its TRY flag yet gets it reset now, or a failed
     // trial of the new slot would find nothing bootable.
@@ -511,7 +514,7 @@ fn open_target(
     t: &Target,
     class: &str,
     size: u64,
-) -> Result<Box<dyn crate::device::SlotDevice>> {
+) -> Result<Box<dyn crate::slot::device::SlotDevice>> {
     let slot = &t.slot;
     if env.booted.is_some_and(|b| b.name == slot.name) {
         bail!(
@@ -560,20 +563,20 @@ fn open_target(
 fn write_and_check<S: ByteSource + Send>(
     bundle: &mut Bundle<S>,
     t: &Target,
-    dev: &mut dyn crate::device::SlotDevice,
+    dev: &mut dyn crate::slot::device::SlotDevice,
     opts: &InstallOptions,
     progress: &mut Reporter,
 ) -> Result<InstalledImage> {
     let img = bundle.manifest().images[t.image].clone();
     let phase = format!("write {}", t.slot.name);
-    stream::write_image(bundle, t.image, dev, &mut |d, n| {
+    fsb::write_image(bundle, t.image, dev, &mut |d, n| {
         progress.update(&phase, d, n)
     })?;
     dev.sync()
         .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
     if opts.read_back {
         let phase = format!("read-back {}", t.slot.name);
-        stream::verify_device(dev, &img, &mut |d, n| progress.update(&phase, d, n)).with_context(
+        fsb::verify_device(dev, &img, &mut |d, n| progress.update(&phase, d, n)).with_context(
             || {
                 format!(
                     "read-back of slot {} ({}) does not match the image",

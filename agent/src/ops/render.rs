@@ -2,7 +2,7 @@
 
 use crate::install::InstallOutcome;
 use crate::ops::StatusReport;
-use crate::status::InstallResult;
+use crate::slot::status::InstallResult;
 use flipslot_format::timefmt::rfc3339;
 use std::time::Duration;
 

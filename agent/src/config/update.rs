@@ -4,7 +4,7 @@
 //! [`RawUpdateConfig`] is what the file says; [`UpdateConfig::from_raw`] validates it and
 //! fills in the defaults that depend on the rest of the config (the data directory).
 
-use crate::paths;
+use crate::host::paths;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

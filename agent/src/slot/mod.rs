@@ -3,11 +3,15 @@
 //! Pure except for [`FsResolver`], the adapter that resolves device symlinks under a
 //! [`Root`]; the decisions take a [`DeviceResolver`] and the install history as inputs.
 
+pub mod cmdline;
+pub mod device;
+pub mod status;
+
 use std::path::{Path, PathBuf};
 
-use crate::cmdline::BootHint;
 use crate::config::{Slot, SystemConfig};
-use crate::paths::{Root, DEV_DISK_BY_PARTLABEL, DEV_DISK_BY_PARTUUID, DEV_DISK_BY_UUID};
+use crate::host::paths::{Root, DEV_DISK_BY_PARTLABEL, DEV_DISK_BY_PARTUUID, DEV_DISK_BY_UUID};
+use crate::slot::cmdline::BootHint;
 
 /// Errors from slot selection.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +165,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::cmdline::booted_hint;
+    use crate::slot::cmdline::booted_hint;
 
     fn cfg(bootnames: &[&str]) -> SystemConfig {
         let mut text = String::from(

@@ -112,7 +112,7 @@ impl HealthConfig {
             }
         }
         for (i, h) in self.http.iter().enumerate() {
-            if super::http::parse_url(&h.url).is_none() {
+            if crate::health::http::parse_url(&h.url).is_none() {
                 return Err((
                     format!("health.http[{i}].url"),
                     format!("{:?} is not an http://host[:port]/path URL", h.url),

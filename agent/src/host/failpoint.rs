@@ -62,7 +62,7 @@ pub fn trigger(name: &str, action: Action) {
     match action {
         Action::Abort => std::process::abort(),
         Action::PowerOff => {
-            crate::sys::power_cut();
+            crate::host::sys::power_cut();
             std::process::abort()
         }
     }

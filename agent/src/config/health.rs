@@ -112,10 +112,10 @@ impl HealthConfig {
             }
         }
         for (i, h) in self.http.iter().enumerate() {
-            if crate::health::http::parse_url(&h.url).is_none() {
+            if !crate::net::is_url(&h.url) || reqwest::Url::parse(&h.url).is_err() {
                 return Err((
                     format!("health.http[{i}].url"),
-                    format!("{:?} is not an http://host[:port]/path URL", h.url),
+                    format!("{:?} is not an http(s)://host[:port]/path URL", h.url),
                 ));
             }
             if h.timeout_seconds == 0 {

@@ -64,17 +64,7 @@ pub fn http_options(u: &UpdateConfig, root: &Root) -> Result<HttpOptions> {
     })
 }
 
-/// A client for short requests to `url` (channel, reports): `timeout` bounds the
-/// connection and each wait for data.
-pub fn client_for(url: &str, opts: &HttpOptions, timeout: Duration) -> Result<(Client, Url)> {
-    let parsed = Url::parse(url).map_err(|e| anyhow!("invalid URL: {e}"))?;
-    let mut o = opts.clone();
-    o.connect_timeout = Some(timeout);
-    o.stall.window = timeout;
-    let client = crate::net::options::build_client(&parsed, &o)
-        .with_context(|| format!("cannot set up HTTP for {}", redact(&parsed)))?;
-    Ok((client, parsed))
-}
+pub use crate::net::client::client_for;
 
 /// GETs the channel with the validators of the last handled response.
 pub fn fetch_channel(

@@ -1,9 +1,12 @@
 //! The host's health checks and reboot: systemd units through `systemctl`, commands with a
-//! timeout, HTTP with the minimal client. Commands run through [`flipslot_os::process`].
+//! timeout, HTTP through the agent's one HTTP client ([`crate::net::client`]). Commands
+//! run through [`flipslot_os::process`].
 
 use crate::health::CheckRunner;
 use crate::host::paths::Root;
 use crate::host::sys;
+use crate::net::client::probe;
+use crate::net::HttpOptions;
 use flipslot_os::process::{stderr_tail, Cmd, CommandError};
 use std::time::Duration;
 
@@ -53,7 +56,13 @@ impl CheckRunner for HostChecks {
     }
 
     fn http(&self, url: &str, timeout: Duration) -> Result<(), String> {
-        crate::health::http::check(url, timeout)
+        let (status, shown) =
+            probe(url, &HttpOptions::default(), timeout).map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{shown} answered HTTP {}", status.as_u16()))
+        }
     }
 
     fn update_server(&self, timeout: Duration) -> Result<(), String> {
@@ -61,16 +70,9 @@ impl CheckRunner for HostChecks {
             .update_server
             .as_ref()
             .ok_or("no [update] channel-url is configured")?;
-        let (client, parsed) =
-            crate::daemon::fetch::client_for(url, opts, timeout).map_err(|e| format!("{e:#}"))?;
-        let shown = crate::net::headers::redact(&parsed);
-        match client.get(parsed).send() {
-            Ok(r) if r.status().as_u16() < 500 => Ok(()),
-            Ok(r) => Err(format!("{shown} answered HTTP {}", r.status())),
-            Err(e) => Err(format!(
-                "{shown} is unreachable: {}",
-                crate::net::error::chain(&e.without_url())
-            )),
+        match probe(url, opts, timeout).map_err(|e| e.to_string())? {
+            (status, _) if status.as_u16() < 500 => Ok(()),
+            (status, shown) => Err(format!("{shown} answered HTTP {}", status.as_u16())),
         }
     }
 }

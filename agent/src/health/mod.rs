@@ -4,7 +4,6 @@
 
 pub mod assess;
 pub mod host;
-pub mod http;
 
 use crate::config::health::HealthConfig;
 use serde::Serialize;

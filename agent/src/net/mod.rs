@@ -1,3 +1,6 @@
+//! The network: the one HTTP client (options, TLS, redirects) for bundle downloads and
+//! short requests (channel polls, reports, health probes).
+//!
 //! Bundle sources on the network. [`http::HttpSource`] reads a bundle with HTTP(S) range
 //! requests, so the install pipeline streams it exactly as it streams a file: header and
 //! signatures first, then chunks in order, each verified before it is written.
@@ -6,6 +9,7 @@
 //! message or log line carries URL credentials, query values or extra header values.
 
 pub mod backoff;
+pub mod client;
 pub mod error;
 pub mod headers;
 pub mod http;

@@ -26,6 +26,7 @@ use crate::ops::Agent;
 use anyhow::{anyhow, Context, Result};
 use cycle::{CycleResult, Staged};
 use decide::RebootGate;
+use notify::NotifyState;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -303,7 +304,10 @@ async fn serve(d: Arc<Daemon>, socket: PathBuf) -> Result<()> {
         d.update.poll_jitter_seconds,
         d.update.reboot.as_str()
     );
-    notify::notify_logged("READY=1\nSTATUS=waiting for the first poll");
+    notify::notify_logged(&[
+        NotifyState::Ready,
+        NotifyState::Status("waiting for the first poll"),
+    ]);
 
     let mut next_poll = Instant::now();
     let mut pending: Option<Staged> = None;
@@ -325,14 +329,14 @@ async fn serve(d: Arc<Daemon>, socket: PathBuf) -> Result<()> {
                 continue;
             }
             _ = wd.tick(), if watchdog.is_some() => {
-                notify::notify_logged("WATCHDOG=1");
+                notify::notify_logged(&[NotifyState::Watchdog]);
                 continue;
             }
             _ = term.recv() => break 'outer,
             _ = int.recv() => break 'outer,
         }
 
-        notify::notify_logged("STATUS=checking for updates");
+        notify::notify_logged(&[NotifyState::Status("checking for updates")]);
         let d2 = d.clone();
         let mut job = tokio::task::spawn_blocking(move || d2.cycle());
         let result: CycleResult = loop {
@@ -344,7 +348,7 @@ async fn serve(d: Arc<Daemon>, socket: PathBuf) -> Result<()> {
                     staged: None,
                 }),
                 Some(w) = check_rx.recv() => waiters.push(w),
-                _ = wd.tick(), if watchdog.is_some() => notify::notify_logged("WATCHDOG=1"),
+                _ = wd.tick(), if watchdog.is_some() => notify::notify_logged(&[NotifyState::Watchdog]),
                 _ = term.recv() => {
                     log::warn!("stopping during an update check; an interrupted install leaves its target slot marked bad");
                     break 'outer;
@@ -359,11 +363,12 @@ async fn serve(d: Arc<Daemon>, socket: PathBuf) -> Result<()> {
         }
         let wait = d.next_wait();
         next_poll = Instant::now() + wait;
-        notify::notify_logged(&format!(
-            "STATUS=last check: {}; next in {} s",
+        let status = format!(
+            "last check: {}; next in {} s",
             result.outcome,
             wait.as_secs()
-        ));
+        );
+        notify::notify_logged(&[NotifyState::Status(&status)]);
         if let Some(staged) = result.staged {
             if d.update.reboot != RebootPolicy::Never || staged.fresh {
                 let d2 = d.clone();
@@ -379,7 +384,7 @@ async fn serve(d: Arc<Daemon>, socket: PathBuf) -> Result<()> {
             }
         }
     }
-    notify::notify_logged("STOPPING=1");
+    notify::notify_logged(&[NotifyState::Stopping]);
     accept.abort();
     log::info!("flipslot daemon stopped");
     Ok(())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use flipslot::config::{Bootloader, ConfigError, ConfigFormat, SystemConfig};
+use flipslot::config::{BootloaderKind, ConfigError, ConfigFormat, SystemConfig};
 use flipslot_bootenv::grubenv;
 
 fn fixture(name: &str) -> PathBuf {
@@ -27,7 +27,7 @@ fn grub_fixture_loads() {
     assert_eq!(cfg.format, ConfigFormat::RaucSystemConf);
     assert_eq!(cfg.path, path);
     assert_eq!(cfg.compatible, "Acme Gateway x86-64");
-    assert_eq!(cfg.bootloader, Bootloader::Grub);
+    assert_eq!(cfg.bootloader, BootloaderKind::Grub);
     assert_eq!(
         cfg.grubenv.as_deref(),
         Some(Path::new("/boot/efi/EFI/BOOT/grubenv"))
@@ -51,7 +51,7 @@ fn grub_fixture_loads() {
 #[test]
 fn uboot_fixture_loads() {
     let cfg = SystemConfig::load(&fixture("uboot-rpi.conf")).unwrap();
-    assert_eq!(cfg.bootloader, Bootloader::Uboot);
+    assert_eq!(cfg.bootloader, BootloaderKind::Uboot);
     assert_eq!(cfg.grubenv, None);
     assert_eq!((cfg.boot_attempts, cfg.boot_attempts_primary), (3, 3));
     assert!(cfg.x509_keyring.as_ref().unwrap().allow_partial_chain);
@@ -63,7 +63,7 @@ fn uboot_fixture_loads() {
 #[test]
 fn custom_fixture_loads() {
     let cfg = SystemConfig::load(&fixture("custom-backend.conf")).unwrap();
-    assert_eq!(cfg.bootloader, Bootloader::Custom);
+    assert_eq!(cfg.bootloader, BootloaderKind::Custom);
     assert_eq!(cfg.custom_backend, Some(fixture("boot-select.sh")));
     assert_eq!(
         cfg.x509_keyring.as_ref().unwrap().directory,

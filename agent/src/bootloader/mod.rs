@@ -52,7 +52,7 @@ pub trait Bootloader {
 /// The backend the config asks for, with its storage resolved under `root`.
 pub fn open_backend(cfg: &SystemConfig, root: &Root) -> Result<Box<dyn Bootloader>> {
     match cfg.bootloader {
-        config::Bootloader::Grub => {
+        config::BootloaderKind::Grub => {
             let grubenv = cfg.grubenv.as_ref().with_context(|| {
                 format!(
                     "config {}: grubenv is required with bootloader = \"grub\"",
@@ -62,7 +62,7 @@ pub fn open_backend(cfg: &SystemConfig, root: &Root) -> Result<Box<dyn Bootloade
             let store = grub::FileEnvStore::new(root.resolve(grubenv));
             Ok(Box::new(grub::GrubBackend::new(store, cfg.bootnames())))
         }
-        config::Bootloader::Uboot => {
+        config::BootloaderKind::Uboot => {
             let store = ubootenv::store::FwEnvStore::from_config_file(&cfg.fw_env_config, root)
                 .with_context(|| {
                     format!(
@@ -85,7 +85,7 @@ pub fn open_backend(cfg: &SystemConfig, root: &Root) -> Result<Box<dyn Bootloade
             }
             Ok(Box::new(backend))
         }
-        config::Bootloader::Custom => {
+        config::BootloaderKind::Custom => {
             let script = cfg.custom_backend.as_ref().with_context(|| {
                 format!(
                     "config {}: a custom backend script is required with bootloader = \"custom\"",

@@ -45,8 +45,8 @@ use flipslot_rauc::keyfile::{Group, KeyFile, KeyFileError};
 use serde::Serialize;
 
 use crate::config::health::HealthConfig;
-use crate::config::{
-    validate_slots, validate_x509, Bootloader, ConfigError, ConfigFormat, RaucBundlePolicy,
+use crate::config::model::{
+    validate_slots, validate_x509, BootloaderKind, ConfigError, ConfigFormat, RaucBundlePolicy,
     SlotDecl, SystemConfig, X509Keyring, DEFAULT_BOOT_ATTEMPTS,
 };
 use crate::host::paths::{self, Root};
@@ -201,9 +201,9 @@ pub fn parse_system_conf(
     let system = kf.group(SYS);
     let compatible = r.required(system, SYS, "compatible")?;
     let bootloader = match r.required(system, SYS, "bootloader")?.as_str() {
-        "grub" => Bootloader::Grub,
-        "uboot" => Bootloader::Uboot,
-        "custom" => Bootloader::Custom,
+        "grub" => BootloaderKind::Grub,
+        "uboot" => BootloaderKind::Uboot,
+        "custom" => BootloaderKind::Custom,
         other => {
             // classify() has refused it already; kept as a second line of defence.
             return Err(r.invalid(
@@ -229,7 +229,7 @@ pub fn parse_system_conf(
         )
     })?;
     if let Some(g) = system {
-        if bootloader == Bootloader::Grub {
+        if bootloader == BootloaderKind::Grub {
             grubenv = Some(
                 r.path(g, "grubenv")?
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_GRUBENV)),
@@ -280,10 +280,10 @@ pub fn parse_system_conf(
         }
     }
     let custom_backend = match (bootloader, kf.group(HANDLERS)) {
-        (Bootloader::Custom, Some(g)) => r.path(g, "bootloader-custom-backend")?,
+        (BootloaderKind::Custom, Some(g)) => r.path(g, "bootloader-custom-backend")?,
         _ => None,
     };
-    if bootloader == Bootloader::Custom && custom_backend.is_none() {
+    if bootloader == BootloaderKind::Custom && custom_backend.is_none() {
         return Err(r.invalid(
             "[handlers] bootloader-custom-backend".into(),
             "required with bootloader=custom",
@@ -738,7 +738,7 @@ bootname=B
         assert_eq!(cfg.path, PathBuf::from(ORIGIN));
         assert_eq!(cfg.format, ConfigFormat::RaucSystemConf);
         assert_eq!(cfg.compatible, "Acme x86 Gateway");
-        assert_eq!(cfg.bootloader, Bootloader::Grub);
+        assert_eq!(cfg.bootloader, BootloaderKind::Grub);
         assert_eq!(
             cfg.grubenv,
             Some(PathBuf::from("/boot/efi/EFI/BOOT/grubenv"))
@@ -788,7 +788,7 @@ bootname=B
     fn uboot_system_conf() {
         let (cfg, notices) = parse(UBOOT).unwrap();
         assert!(notices.is_empty(), "{notices:?}");
-        assert_eq!(cfg.bootloader, Bootloader::Uboot);
+        assert_eq!(cfg.bootloader, BootloaderKind::Uboot);
         assert_eq!(cfg.grubenv, None);
         assert_eq!((cfg.boot_attempts, cfg.boot_attempts_primary), (5, 2));
         assert!(!cfg.rauc_bundles.plain && cfg.rauc_bundles.verity);
@@ -805,7 +805,7 @@ bootname=B
     #[test]
     fn custom_system_conf() {
         let (cfg, _) = parse(CUSTOM).unwrap();
-        assert_eq!(cfg.bootloader, Bootloader::Custom);
+        assert_eq!(cfg.bootloader, BootloaderKind::Custom);
         assert_eq!(
             cfg.custom_backend,
             Some(PathBuf::from("/etc/rauc/bin/boot-select"))

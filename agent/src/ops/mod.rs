@@ -63,7 +63,7 @@ impl Agent {
             )
         })?;
         let mut hint = cmdline::booted_hint(&text);
-        if hint.bootname.is_none() && self.cfg.bootloader == crate::config::Bootloader::Custom {
+        if hint.bootname.is_none() && self.cfg.bootloader == crate::config::BootloaderKind::Custom {
             // RAUC's custom backends may tell which slot booted (`get-current`).
             if let Some(script) = &self.cfg.custom_backend {
                 let mut b = bootloader::custom::CustomBackend::new(

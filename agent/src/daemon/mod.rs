@@ -1,7 +1,7 @@
 //! `flipslot daemon`: polls a signed channel, installs what it offers into the inactive
 //! slot, reboots per policy, reports every step, and serves the local socket API.
 //!
-//! Code map: [`config`] (`[update]`), [`decide`] (pure decisions), [`cycle`] (one poll,
+//! Code map: [`crate::config::update`] (`[update]`), [`decide`] (pure decisions), [`cycle`] (one poll,
 //! blocking), [`fetch`] (the conditional GET), [`events`] (reports and their queue),
 //! [`state`] (`daemon.json`), [`server`] / [`client`] (the socket API, both sides),
 //! [`notify`] (systemd notifications). This module runs the loop: a current-thread tokio

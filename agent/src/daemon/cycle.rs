@@ -30,11 +30,49 @@ pub struct Staged {
     pub fresh: bool,
 }
 
+/// How one poll ended (its JSON name is the lower-case variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PollOutcome {
+    /// The channel did not change since the last poll.
+    Unchanged,
+    /// The channel offers nothing to install here (same version, rollout cohort, …).
+    Skipped,
+    /// The channel or its bundle was refused (signature, expiry, downgrade, …).
+    Refused,
+    /// The poll or the install failed.
+    Failed,
+    /// A bundle was installed and its slot boots next.
+    Installed,
+    /// A slot installed earlier still waits for its reboot.
+    Staged,
+}
+
+impl PollOutcome {
+    /// Whether the poll ended in an error (the CLI exits non-zero).
+    pub fn is_error(self) -> bool {
+        matches!(self, PollOutcome::Failed | PollOutcome::Refused)
+    }
+}
+
+impl std::fmt::Display for PollOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PollOutcome::Unchanged => "unchanged",
+            PollOutcome::Skipped => "skipped",
+            PollOutcome::Refused => "refused",
+            PollOutcome::Failed => "failed",
+            PollOutcome::Installed => "installed",
+            PollOutcome::Staged => "staged",
+        })
+    }
+}
+
 /// What one poll did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CycleResult {
-    /// `unchanged`, `skipped`, `refused`, `failed`, `installed` or `staged`.
-    pub outcome: &'static str,
+    /// How the poll ended.
+    pub outcome: PollOutcome,
     /// Why (for `skipped`, `refused`, `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -47,7 +85,7 @@ pub struct CycleResult {
 }
 
 impl CycleResult {
-    fn new(outcome: &'static str, reason: Option<String>) -> CycleResult {
+    fn new(outcome: PollOutcome, reason: Option<String>) -> CycleResult {
         CycleResult {
             outcome,
             reason,
@@ -146,7 +184,7 @@ impl Daemon {
                 let reason = format!("{e:#}");
                 log::error!("update check failed: {reason}");
                 self.report("failed", None, None, json!({ "reason": reason }));
-                CycleResult::new("failed", Some(reason))
+                CycleResult::new(PollOutcome::Failed, Some(reason))
             }
         }
     }
@@ -207,7 +245,7 @@ impl Daemon {
                 let reason = format!("channel {shown} refused: {e}");
                 log::error!("{reason}");
                 self.report("failed", None, None, json!({ "reason": reason }));
-                return Ok(CycleResult::new("refused", Some(reason)));
+                return Ok(CycleResult::new(PollOutcome::Refused, Some(reason)));
             }
         };
         let version = ch.version.to_string();
@@ -246,7 +284,7 @@ impl Daemon {
             Decision::Skip(reason) => {
                 log::info!("not installing {version}: {reason}");
                 settled = !matches!(reason, SkipReason::Inhibited { .. });
-                CycleResult::new("skipped", Some(reason.to_string()))
+                CycleResult::new(PollOutcome::Skipped, Some(reason.to_string()))
             }
             Decision::AlreadyStaged { slot } => {
                 log::info!("version {version} is already staged in slot {slot}");
@@ -256,7 +294,7 @@ impl Daemon {
                         slot,
                         fresh: false,
                     }),
-                    ..CycleResult::new("staged", None)
+                    ..CycleResult::new(PollOutcome::Staged, None)
                 }
             }
             Decision::Install => {
@@ -271,14 +309,14 @@ impl Daemon {
                             slot,
                             fresh: true,
                         }),
-                        ..CycleResult::new("installed", None)
+                        ..CycleResult::new(PollOutcome::Installed, None)
                     },
                     Err(e) => {
                         settled = false;
                         let reason = format!("{e:#}");
                         log::error!("installing {version} failed: {reason}");
                         self.report("failed", Some(&version), None, json!({ "reason": reason }));
-                        CycleResult::new("failed", Some(reason))
+                        CycleResult::new(PollOutcome::Failed, Some(reason))
                     }
                 }
             }
@@ -299,7 +337,7 @@ impl Daemon {
     /// The result of a 304: the last accepted channel still stands; only whether its
     /// bundle is staged (a reboot still due, e.g. after a restart) is looked at again.
     fn unchanged(&self, state: &DaemonState) -> CycleResult {
-        let mut r = CycleResult::new("unchanged", None);
+        let mut r = CycleResult::new(PollOutcome::Unchanged, None);
         r.version = state.last_channel_version.clone();
         let (Some(version), Some(manifest)) =
             (&state.last_channel_version, &state.last_channel_manifest)
@@ -534,7 +572,7 @@ mod tests {
     #[test]
     fn results_as_api_lines() {
         let r = CycleResult {
-            outcome: "installed",
+            outcome: PollOutcome::Installed,
             reason: None,
             version: Some("2.0.0".into()),
             staged: Some(Staged {

@@ -24,7 +24,7 @@ use crate::host::paths;
 use crate::net::HttpOptions;
 use crate::ops::Agent;
 use anyhow::{anyhow, Context, Result};
-use cycle::{CycleResult, Staged};
+use cycle::{CycleResult, PollOutcome, Staged};
 use decide::RebootGate;
 use notify::NotifyState;
 use serde_json::{json, Value};
@@ -265,13 +265,13 @@ pub fn run(agent: Agent, opts: DaemonOptions) -> Result<()> {
             rep.flush();
         }
         println!("{}", r.to_json());
-        return match r.outcome {
-            "failed" | "refused" => Err(anyhow!(
+        if r.outcome.is_error() {
+            return Err(anyhow!(
                 "{}",
                 r.reason.as_deref().unwrap_or("the update check failed")
-            )),
-            _ => Ok(()),
-        };
+            ));
+        }
+        return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -342,7 +342,7 @@ async fn serve(d: Arc<Daemon>, socket: PathBuf) -> Result<()> {
         let result: CycleResult = loop {
             tokio::select! {
                 r = &mut job => break r.unwrap_or_else(|e| CycleResult {
-                    outcome: "failed",
+                    outcome: PollOutcome::Failed,
                     reason: Some(format!("update task failed: {e}")),
                     version: None,
                     staged: None,

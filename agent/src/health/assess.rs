@@ -9,7 +9,7 @@
 
 use crate::bootloader::{AbState, SlotBootState};
 use crate::config::{Slot, SystemConfig};
-use crate::slot::status::{InstallResult, StatusFile};
+use crate::slot::status::StatusFile;
 
 /// What kind of boot this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,14 +57,6 @@ pub const ATTEMPTS_USED_UP: &str =
     "the trial boot never passed the health check and the bootloader took the slot out of \
      rotation (boot attempts used up, or it was marked bad)";
 
-fn uncommitted_install(status: &StatusFile, slot: &Slot) -> bool {
-    status.slots.get(&slot.name).is_some_and(|r| {
-        r.result == InstallResult::Ok
-            && r.trial.committed_at.is_none()
-            && r.trial.rolled_back_at.is_none()
-    })
-}
-
 /// Assesses this boot.
 pub fn assess(
     cfg: &SystemConfig,
@@ -76,7 +68,7 @@ pub fn assess(
         None => BootKind::NotFromSlot,
         Some(b) => match ab.state(&b.bootname) {
             SlotBootState::Bad => BootKind::BootedBad,
-            _ if uncommitted_install(status, b) => BootKind::Trial,
+            _ if status.is_uncommitted_trial(&b.name) => BootKind::Trial,
             _ => BootKind::Routine,
         },
     };
@@ -84,7 +76,7 @@ pub fn assess(
         .slots
         .iter()
         .filter(|s| booted.is_some_and(|b| b.name != s.name))
-        .filter(|s| uncommitted_install(status, s))
+        .filter(|s| status.is_uncommitted_trial(&s.name))
         .filter_map(|s| {
             let rec = status.slots.get(&s.name)?;
             match (ab.state(&s.bootname), &rec.trial.health_failure) {
@@ -119,7 +111,7 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slot::status::{SlotRecord, Trial};
+    use crate::slot::status::{InstallResult, SlotRecord, Trial};
     use std::path::Path;
 
     fn cfg() -> SystemConfig {

@@ -18,7 +18,7 @@ pub mod rauc;
 use crate::bootloader::{Bootloader, SlotBootState};
 use crate::config::{Slot, SystemConfig};
 use crate::host::clock::Clock;
-use crate::install::plan::Target;
+use crate::install::plan::{DeviceFacts, Target};
 use crate::slot::device::SlotDevices;
 use crate::slot::status::{InstallResult, SlotRecord, StatusFile};
 use anyhow::{bail, Context, Result};
@@ -350,22 +350,15 @@ fn run(
         Some(b) => env.bootloader.slot_state(&b.bootname)? == SlotBootState::Trying,
         None => false,
     };
-    if let Some(b) = env.booted.filter(|_| booted_trying) {
-        if status.slots.get(&b.name).is_some_and(|r| {
-            r.result == InstallResult::Ok
-                && r.trial.committed_at.is_none()
-                && r.trial.rolled_back_at.is_none()
-        }) {
-            bail!(
-                "slot {} is on its trial boot and not committed yet; run `flipslot health` \
-                 (or `flipslot mark-good`) before installing another update, so the slot \
-                 that would be overwritten is not the only proven one",
-                b.name
-            );
-        }
-    }
-    let targets = plan::plan(env.cfg, facts, env.booted, &status, opts.allow_downgrade)
-        .with_context(|| format!("bundle {what} cannot be installed here"))?;
+    let targets = plan::plan(
+        env.cfg,
+        facts,
+        env.booted,
+        booted_trying,
+        &status,
+        opts.allow_downgrade,
+    )
+    .with_context(|| format!("bundle {what} cannot be installed here"))?;
     let boot_target = plan::boot_target(&targets, env.booted)
         .map(|t| t.slot.clone())
         .context("bundle has no image")?;
@@ -509,6 +502,7 @@ fn run(
     })
 }
 
+/// Opens a target slot's device after [`plan::check_target`] allowed writing it.
 fn open_target(
     env: &InstallEnv<'_>,
     t: &Target,
@@ -516,47 +510,30 @@ fn open_target(
     size: u64,
 ) -> Result<Box<dyn crate::slot::device::SlotDevice>> {
     let slot = &t.slot;
-    if env.booted.is_some_and(|b| b.name == slot.name) {
-        bail!(
-            "refusing to write slot {}: it is the booted slot",
-            slot.name
-        );
-    }
-    if let Some(b) = env
+    // The cheapest rule first: no device is touched for the booted slot itself.
+    plan::check_target(
+        t,
+        env.booted,
+        class,
+        size,
+        &DeviceFacts {
+            size: u64::MAX,
+            ..DeviceFacts::default()
+        },
+    )?;
+    let is_booted_device = env
         .booted
-        .filter(|b| env.devices.same_device(&b.device, &slot.device))
-    {
-        bail!(
-            "refusing to write slot {}: its device {} is the booted slot {}'s device {}",
-            slot.name,
-            slot.device.display(),
-            b.name,
-            b.device.display()
-        );
-    }
+        .is_some_and(|b| env.devices.same_device(&b.device, &slot.device));
     let dev = env
         .devices
         .open(&slot.device)
         .with_context(|| format!("slot {}", slot.name))?;
-    if let Some(mp) = env.devices.mounted_at(&slot.device)? {
-        bail!(
-            "refusing to write slot {}: its device {} is mounted at {}",
-            slot.name,
-            slot.device.display(),
-            mp.display()
-        );
-    }
-
-    if size > dev.size() {
-        bail!(
-            "image {} ({} bytes) does not fit slot {} ({}: {} bytes)",
-            class,
-            size,
-            slot.name,
-            slot.device.display(),
-            dev.size()
-        );
-    }
+    let facts = DeviceFacts {
+        is_booted_device,
+        mounted_at: env.devices.mounted_at(&slot.device)?,
+        size: dev.size(),
+    };
+    plan::check_target(t, env.booted, class, size, &facts)?;
     Ok(dev)
 }
 

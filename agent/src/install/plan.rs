@@ -1,6 +1,8 @@
 //! Pure install decisions: is this bundle acceptable here, and which slot receives each
 //! image. No I/O: everything arrives as plain data.
 
+use std::path::PathBuf;
+
 use crate::config::{Slot, SystemConfig};
 use crate::slot::status::{InstallResult, StatusFile};
 use crate::slot::{choose_target, SlotHistory};
@@ -102,6 +104,10 @@ pub enum PlanError {
         /// The configured minimum.
         min: String,
     },
+    /// The booted slot is on a trial boot that was not committed: installing now could
+    /// overwrite the only proven slot.
+    #[error("slot {0} is on its trial boot and not committed yet; run `flipslot health` (or `flipslot mark-good`) before installing another update, so the slot that would be overwritten is not the only proven one")]
+    UncommittedTrial(String),
     /// Two images of one class.
     #[error("bundle has more than one image for slot class {0}")]
     DuplicateClass(String),
@@ -113,6 +119,67 @@ pub enum PlanError {
         /// Why.
         reason: String,
     },
+    /// The target is the booted slot.
+    #[error("refusing to write slot {0}: it is the booted slot")]
+    TargetIsBooted(String),
+    /// The target's device is the booted slot's device under another name.
+    #[error(
+        "refusing to write slot {slot}: its device {} is the booted slot {booted}'s device {}",
+        device.display(),
+        booted_device.display()
+    )]
+    TargetIsBootedDevice {
+        /// The target slot.
+        slot: String,
+        /// Its device.
+        device: PathBuf,
+        /// The booted slot.
+        booted: String,
+        /// The booted slot's device.
+        booted_device: PathBuf,
+    },
+    /// The target's device is mounted.
+    #[error(
+        "refusing to write slot {slot}: its device {} is mounted at {}",
+        device.display(),
+        mountpoint.display()
+    )]
+    TargetMounted {
+        /// The target slot.
+        slot: String,
+        /// Its device.
+        device: PathBuf,
+        /// Where it is mounted.
+        mountpoint: PathBuf,
+    },
+    /// The image is larger than the target's device.
+    #[error(
+        "image {class} ({size} bytes) does not fit slot {slot} ({}: {capacity} bytes)",
+        device.display()
+    )]
+    TooLarge {
+        /// The image's class.
+        class: String,
+        /// The image's size.
+        size: u64,
+        /// The target slot.
+        slot: String,
+        /// Its device.
+        device: PathBuf,
+        /// The device's size.
+        capacity: u64,
+    },
+}
+
+/// What the host knows about a target slot's device, gathered before it is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceFacts {
+    /// The device is the booted slot's device (another name for the same block device).
+    pub is_booted_device: bool,
+    /// Where the device is mounted, if it is.
+    pub mounted_at: Option<PathBuf>,
+    /// The device's size in bytes.
+    pub size: u64,
 }
 
 /// One image and the slot it goes to.
@@ -133,14 +200,22 @@ pub fn booted_version(status: &StatusFile, booted: Option<&Slot>) -> Option<semv
     parse_version(rec.bundle_version.as_deref()?)
 }
 
-/// Checks compatible and version, and maps each image to its target slot.
+/// Checks compatible and version, and maps each image to its target slot. Refuses while
+/// the booted slot is on an uncommitted trial (`booted_trying`: the bootloader says the
+/// booted slot is being tried).
 pub fn plan(
     cfg: &SystemConfig,
     bundle: &BundleFacts,
     booted: Option<&Slot>,
+    booted_trying: bool,
     status: &StatusFile,
     allow_downgrade: bool,
 ) -> Result<Vec<Target>, PlanError> {
+    if let Some(b) = booted.filter(|_| booted_trying) {
+        if status.is_uncommitted_trial(&b.name) {
+            return Err(PlanError::UncommittedTrial(b.name.clone()));
+        }
+    }
     if bundle.compatible != cfg.compatible {
         return Err(PlanError::Incompatible {
             bundle: bundle.compatible.clone(),
@@ -203,6 +278,48 @@ pub fn plan(
         });
     }
     Ok(targets)
+}
+
+/// May `image` (of `class`, `size` bytes) be written to the target slot whose device is
+/// described by `dev`? The last rules before the first irreversible step.
+pub fn check_target(
+    t: &Target,
+    booted: Option<&Slot>,
+    class: &str,
+    size: u64,
+    dev: &DeviceFacts,
+) -> Result<(), PlanError> {
+    let slot = &t.slot;
+    if let Some(b) = booted {
+        if b.name == slot.name {
+            return Err(PlanError::TargetIsBooted(slot.name.clone()));
+        }
+        if dev.is_booted_device {
+            return Err(PlanError::TargetIsBootedDevice {
+                slot: slot.name.clone(),
+                device: slot.device.clone(),
+                booted: b.name.clone(),
+                booted_device: b.device.clone(),
+            });
+        }
+    }
+    if let Some(mp) = &dev.mounted_at {
+        return Err(PlanError::TargetMounted {
+            slot: slot.name.clone(),
+            device: slot.device.clone(),
+            mountpoint: mp.clone(),
+        });
+    }
+    if size > dev.size {
+        return Err(PlanError::TooLarge {
+            class: class.to_string(),
+            size,
+            slot: slot.name.clone(),
+            device: slot.device.clone(),
+            capacity: dev.size,
+        });
+    }
+    Ok(())
 }
 
 /// The slot the bootloader should try next: the target of the class that holds the
@@ -274,20 +391,114 @@ mod tests {
         let c = cfg("");
         let a = c.slot_by_name("rootfs.0");
         let st = booted_at("2024.05.1");
-        let t = plan(&c, &facts("2024.06"), a, &st, false).unwrap();
+        let t = plan(&c, &facts("2024.06"), a, false, &st, false).unwrap();
         assert_eq!(t[0].slot.name, "rootfs.1");
         assert!(matches!(
-            plan(&c, &facts("2024.04"), a, &st, false),
+            plan(&c, &facts("2024.04"), a, false, &st, false),
             Err(PlanError::Downgrade { .. })
         ));
         assert!(matches!(
-            plan(&c, &facts("nightly"), a, &st, false),
+            plan(&c, &facts("nightly"), a, false, &st, false),
             Err(PlanError::Unordered { .. })
         ));
-        assert!(plan(&c, &facts("nightly"), a, &st, true).is_ok());
+        assert!(plan(&c, &facts("nightly"), a, false, &st, true).is_ok());
         let c = cfg("[rauc-bundles]\nmin-bundle-version = \"3.0\"\n");
-        let e = plan(&c, &facts("2.9.9"), None, &StatusFile::default(), true).unwrap_err();
+        let e = plan(
+            &c,
+            &facts("2.9.9"),
+            None,
+            false,
+            &StatusFile::default(),
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("min-bundle-version 3.0"), "{e}");
-        assert!(plan(&c, &facts("3.0.0"), None, &StatusFile::default(), false).is_ok());
+        assert!(plan(
+            &c,
+            &facts("3.0.0"),
+            None,
+            false,
+            &StatusFile::default(),
+            false
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn an_uncommitted_trial_of_the_booted_slot_blocks_installs() {
+        let c = cfg("");
+        let a = c.slot_by_name("rootfs.0");
+        let st = booted_at("1.0.0");
+        // Trying and never committed: refused, whatever the bundle.
+        assert_eq!(
+            plan(&c, &facts("2.0.0"), a, true, &st, true),
+            Err(PlanError::UncommittedTrial("rootfs.0".into()))
+        );
+        // Committed, or not on trial: allowed.
+        let mut committed = st.clone();
+        if let Some(r) = committed.slots.get_mut("rootfs.0") {
+            r.trial.committed_at = Some(5);
+        }
+        assert!(plan(&c, &facts("2.0.0"), a, true, &committed, false).is_ok());
+        assert!(plan(&c, &facts("2.0.0"), a, false, &st, false).is_ok());
+    }
+
+    #[test]
+    fn targets_must_not_be_booted_mounted_or_too_small() {
+        let c = cfg("");
+        let a = c.slot_by_name("rootfs.0");
+        let t = |name: &str| Target {
+            image: 0,
+            slot: c.slot_by_name(name).unwrap().clone(),
+        };
+        let dev = DeviceFacts {
+            size: 100,
+            ..DeviceFacts::default()
+        };
+        assert_eq!(check_target(&t("rootfs.1"), a, "rootfs", 100, &dev), Ok(()));
+        assert_eq!(
+            check_target(&t("rootfs.0"), a, "rootfs", 1, &dev),
+            Err(PlanError::TargetIsBooted("rootfs.0".into()))
+        );
+        let e = check_target(
+            &t("rootfs.1"),
+            a,
+            "rootfs",
+            1,
+            &DeviceFacts {
+                is_booted_device: true,
+                ..dev.clone()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refusing to write slot rootfs.1: its device /dev/b is the booted slot rootfs.0's device /dev/a"
+        );
+        let e = check_target(
+            &t("rootfs.1"),
+            a,
+            "rootfs",
+            1,
+            &DeviceFacts {
+                mounted_at: Some("/mnt".into()),
+                ..dev.clone()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refusing to write slot rootfs.1: its device /dev/b is mounted at /mnt"
+        );
+        let e = check_target(&t("rootfs.1"), a, "rootfs", 101, &dev).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image rootfs (101 bytes) does not fit slot rootfs.1 (/dev/b: 100 bytes)"
+        );
+        // Without a booted slot (factory install) only mounts and sizes matter.
+        assert_eq!(
+            check_target(&t("rootfs.0"), None, "rootfs", 100, &dev),
+            Ok(())
+        );
     }
 }

@@ -160,6 +160,16 @@ struct FormatProbe {
 pub use flipslot_os::fs::temp_path;
 
 impl StatusFile {
+    /// Whether `slot`'s last install succeeded and its trial boot was neither committed
+    /// nor rolled back yet: the one definition of an uncommitted trial.
+    pub fn is_uncommitted_trial(&self, slot: &str) -> bool {
+        self.slots.get(slot).is_some_and(|r| {
+            r.result == InstallResult::Ok
+                && r.trial.committed_at.is_none()
+                && r.trial.rolled_back_at.is_none()
+        })
+    }
+
     /// Decodes status JSON; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<StatusFile, StatusError> {
         let corrupt = |source| StatusError::Corrupt {

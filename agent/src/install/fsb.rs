@@ -4,6 +4,7 @@
 //! the slot back with direct I/O while two threads check each chunk). Memory is at most
 //! four chunk buffers, whatever the image size.
 
+use crate::install::pool::buffer_pool;
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, Context, Result};
 use flipslot_format::manifest::{Compression, Image};
@@ -52,12 +53,7 @@ pub fn write_image<S: ByteSource + Send>(
     let total = img.size;
     let dev_size = dev.size();
     let (read_tx, read_rx) = sync_channel::<Result<Pending>>(WRITE_POOL);
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(WRITE_POOL);
-    for _ in 0..WRITE_POOL {
-        free_tx
-            .send(AlignedBuf::new(img.chunk_size as usize))
-            .map_err(|_| anyhow!("buffer pool closed"))?;
-    }
+    let (free_tx, free_rx) = buffer_pool(WRITE_POOL, img.chunk_size as usize);
     let (checked_tx, checked_rx) = channel::<Result<Pending>>();
     let read_rx = Mutex::new(read_rx);
     let stop = AtomicBool::new(false);
@@ -210,12 +206,7 @@ pub fn verify_device(
     let path = dev.path().to_path_buf();
     let (full_tx, full_rx) =
         sync_channel::<std::result::Result<(usize, AlignedBuf, usize), anyhow::Error>>(POOL);
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
-    for _ in 0..POOL {
-        free_tx
-            .send(AlignedBuf::new(img.chunk_size as usize))
-            .map_err(|_| anyhow!("buffer pool closed"))?;
-    }
+    let (free_tx, free_rx) = buffer_pool(POOL, img.chunk_size as usize);
     let full_rx = Mutex::new(full_rx);
     let stop = AtomicBool::new(false);
     let (done_tx, done_rx) = channel::<Result<u64>>();

@@ -13,6 +13,7 @@
 
 pub mod fsb;
 pub mod plan;
+mod pool;
 pub mod rauc;
 
 use crate::bootloader::{Bootloader, SlotBootState};

@@ -16,6 +16,7 @@ use flipslot_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
 use crate::install::fsb::write_chunk;
+use crate::install::pool::buffer_pool;
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 
 /// Bytes per buffer.
@@ -55,12 +56,7 @@ pub fn write_from_reader(
             dev.path().display()
         );
     }
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
-    for _ in 0..POOL {
-        free_tx
-            .send(AlignedBuf::new(CHUNK))
-            .map_err(|_| anyhow!("buffer pool closed"))?;
-    }
+    let (free_tx, free_rx) = buffer_pool(POOL, CHUNK);
     let (hash_tx, hash_rx) = sync_channel::<(AlignedBuf, usize)>(POOL);
     let (write_tx, write_rx) = sync_channel::<(AlignedBuf, usize)>(POOL);
     std::thread::scope(|s| {
@@ -146,12 +142,7 @@ pub fn verify_sha256(
 ) -> Result<()> {
     let dev_size = dev.size();
     let path = dev.path().to_path_buf();
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
-    for _ in 0..POOL {
-        free_tx
-            .send(AlignedBuf::new(CHUNK))
-            .map_err(|_| anyhow!("buffer pool closed"))?;
-    }
+    let (free_tx, free_rx) = buffer_pool(POOL, CHUNK);
     let (full_tx, full_rx) = sync_channel::<Result<(AlignedBuf, usize)>>(POOL);
     let got = std::thread::scope(|s| -> Result<Sha256Digest> {
         s.spawn(move || {

@@ -4,7 +4,8 @@
 //! keeps them true.
 //!
 //! Imports are read as text: every `crate::a::b`, `super::a` and `self::a` path in a
-//! file (doc links included) counts as an arrow to the deepest module it names.
+//! file's code (comments and doc links left out) counts as an arrow to the deepest module
+//! it names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -103,6 +104,14 @@ fn non_test(text: &str) -> &str {
     text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
 }
 
+/// `text` without its comment lines (`//`, `///`, `//!`).
+fn code_only(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Module paths named in `text`, written from the module `here`.
 fn references(text: &str, here: &ModPath) -> Vec<ModPath> {
     let mut out = Vec::new();
@@ -160,7 +169,7 @@ fn arrows(mods: &BTreeMap<ModPath, PathBuf>) -> BTreeSet<(ModPath, ModPath)> {
     let mut out = BTreeSet::new();
     for (here, file) in mods {
         let text = std::fs::read_to_string(file).expect("read module");
-        for mut r in references(non_test(&text), here) {
+        for mut r in references(&code_only(non_test(&text)), here) {
             while !r.is_empty() && !mods.contains_key(&r) {
                 r.pop();
             }

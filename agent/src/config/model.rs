@@ -3,6 +3,7 @@
 //! shares ([`validate_slots`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -55,13 +56,13 @@ pub enum ConfigError {
     #[error(
         "cannot use RAUC config {path}: {} setting(s) flipslot cannot honor:{}",
         problems.len(),
-        crate::config::rauc::list_findings(problems)
+        list_findings(problems)
     )]
     RaucUnsupported {
         /// The config file.
         path: PathBuf,
         /// What is refused and why.
-        problems: Vec<crate::config::rauc::Finding>,
+        problems: Vec<Finding>,
     },
 }
 
@@ -393,4 +394,35 @@ impl SystemConfig {
     pub fn status_path(&self) -> PathBuf {
         self.data_dir.join(STATUS_FILE_NAME)
     }
+}
+
+/// A key (or group) of the file and something about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The group's name as written.
+    pub group: String,
+    /// The key, or `None` when it is about the whole group.
+    pub key: Option<String>,
+    /// 1-based line.
+    pub line: usize,
+    /// What flipslot does or why it cannot.
+    pub message: String,
+}
+
+/// A warning about a key that was read but has no effect.
+pub type Notice = Finding;
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "[{}] {k} (line {})", self.group, self.line)?,
+            None => write!(f, "[{}] (line {})", self.group, self.line)?,
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The findings as an indented list, one per line (for error messages).
+pub(crate) fn list_findings(findings: &[Finding]) -> String {
+    findings.iter().map(|f| format!("\n  {f}")).collect()
 }

@@ -38,11 +38,9 @@
 //! `data-directory` is optional in RAUC but required here (flipslot's status file and
 //! install lock live there).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use flipslot_rauc::keyfile::{Group, KeyFile, KeyFileError};
-use serde::Serialize;
 
 use crate::config::health::HealthConfig;
 use crate::config::model::{
@@ -53,6 +51,8 @@ use crate::host::paths::{self, Root};
 
 mod rules;
 
+pub use crate::config::model::{Finding, Notice};
+
 use rules::Handling::{DefaultOnly, Ignored, Mapped, Refused};
 use rules::UNSUPPORTED_SLOT_TYPES;
 use rules::{group_pattern, slot_index, HANDLERS, KEYRING, SLOT, SLOT_TYPES, SYS};
@@ -60,37 +60,6 @@ pub use rules::{Handling, Rule, RULES};
 
 /// What RAUC uses when `grubenv` is unset.
 pub const DEFAULT_GRUBENV: &str = "/boot/grub/grubenv";
-
-/// A key (or group) of the file and something about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// The group's name as written.
-    pub group: String,
-    /// The key, or `None` when it is about the whole group.
-    pub key: Option<String>,
-    /// 1-based line.
-    pub line: usize,
-    /// What flipslot does or why it cannot.
-    pub message: String,
-}
-
-/// A warning about a key that was read but has no effect.
-pub type Notice = Finding;
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(k) => write!(f, "[{}] {k} (line {})", self.group, self.line)?,
-            None => write!(f, "[{}] (line {})", self.group, self.line)?,
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// The findings as an indented list, one per line (for error messages).
-pub(crate) fn list_findings(findings: &[Finding]) -> String {
-    findings.iter().map(|f| format!("\n  {f}")).collect()
-}
 
 /// The first of RAUC's `system.conf` locations ([`paths::RAUC_SYSTEM_CONFS`]) that is a
 /// file under `root`, as a host path (resolve it under `root` to read it).

@@ -565,7 +565,7 @@ fn flipped_bit_in_payload_fails_during_write_and_marks_target_bad() {
     let img = image(27);
     let bundle = f.bundle("1.0.0", &img);
     let (_, _, p) = layout(&std::fs::read(&bundle).unwrap());
-    // Inside the second chunk: the first chunk is already written when it is found.
+    // Inside the second chunk.
     let bad = edited(&bundle, "bad.fsb", |b| b[p + (1 << 20) + 777] ^= 0x01);
     let before = f.snapshot();
     let err = expect_failure(&f.install(&bad, &[]), "sha256 mismatch");
@@ -585,10 +585,15 @@ fn flipped_bit_in_payload_fails_during_write_and_marks_target_bad() {
     let st = f.status_slot("B");
     assert_eq!(st["installed"]["result"], "failed", "{st}");
     assert_eq!(st["boot_status"], "bad", "{st}");
-    // Only chunk 0 reached the slot.
+    // Nothing past chunk 0 reached the slot. Chunk 0 itself is written only if its check
+    // finished before chunk 1's failure stopped the writer (two checkers run at once).
     let b = f.slot_bytes("B");
-    assert!(b[..1 << 20] == img[..1 << 20]);
-    assert!(b[1 << 20..].iter().all(|&x| x == support::fill_byte(1)));
+    let fill = support::fill_byte(1);
+    assert!(
+        b[..1 << 20] == img[..1 << 20] || b[..1 << 20].iter().all(|&x| x == fill),
+        "chunk 0 of slot B is neither the verified chunk nor untouched"
+    );
+    assert!(b[1 << 20..].iter().all(|&x| x == fill));
 
     // A good bundle afterwards goes into the failed slot and clears the failure.
     expect_success(&f.install(&bundle, &[]));

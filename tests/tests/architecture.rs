@@ -308,6 +308,35 @@ fn agent_rooms_import_only_rooms_below() {
     );
 }
 
+/// Agent modules that may use the terminal and JSON-lines output helpers
+/// (`flipslot-cli-support`): the command line, the daemon and the rendering of operations.
+const OUTPUT_USERS: &[&str] = &["cli", "daemon", "ops::render"];
+
+#[test]
+fn only_the_outer_rooms_use_the_output_helpers() {
+    let src = workspace().join("agent/src");
+    let mut wrong = Vec::new();
+    for (m, file) in modules(&src) {
+        let name = show(&m);
+        if m.is_empty()
+            || OUTPUT_USERS
+                .iter()
+                .any(|u| name == *u || name.starts_with(&format!("{u}::")) || m[0] == *u)
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read module");
+        if code_only(non_test(&text)).contains("flipslot_cli_support") {
+            wrong.push(name);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "modules below the CLI and the daemon that use flipslot-cli-support:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn no_module_is_over_the_size_limit() {
     let mut big = Vec::new();

@@ -23,7 +23,6 @@ use crate::install::plan::{DeviceFacts, Target};
 use crate::slot::device::SlotDevices;
 use crate::slot::status::{InstallResult, SlotRecord, StatusFile};
 use anyhow::{bail, Context, Result};
-use flipslot_cli_support::progress::Reporter;
 use flipslot_format::source::ByteSource;
 use flipslot_format::{Bundle, Keyring, VerifyPolicy};
 use flipslot_rauc::bundle::RaucBundle;
@@ -116,6 +115,18 @@ pub struct InstallOutcome {
     pub read_back: bool,
 }
 
+/// Where an install reports what it does: the CLI draws a bar or prints JSON lines, the
+/// daemon streams JSON lines to its socket and turns them into reports. The install
+/// pipeline knows nothing of terminals or formats.
+pub trait Progress {
+    /// The install starts writing: the bundle as shown, its version and the target slots.
+    fn started(&mut self, bundle: &str, version: &str, targets: &[String]);
+    /// `done` of `total` bytes of a phase (`verify signature`, `write rootfs.1`, …).
+    fn update(&mut self, phase: &str, done: u64, total: u64);
+    /// The install has finished writing and activated its slot.
+    fn finished(&mut self);
+}
+
 /// Installs the flipslot bundle read from `source`, verified against `keyring`. On
 /// error nothing about the booted slot or the bootloader's primary slot has changed; a
 /// target that was being written stays marked bad.
@@ -124,7 +135,7 @@ pub fn install<S: ByteSource + Send>(
     keyring: &Keyring,
     source: S,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let what = source.describe();
     let policy = VerifyPolicy {
@@ -169,7 +180,7 @@ pub fn install_rauc<S: ByteSource + Send>(
     trust: &RaucTrust<'_>,
     source: S,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let what = source.describe();
     let local = source.rereads_are_cheap();
@@ -223,7 +234,7 @@ trait ImageWriter {
         t: &Target,
         dev: &mut dyn crate::slot::device::SlotDevice,
         opts: &InstallOptions,
-        progress: &mut Reporter,
+        progress: &mut dyn Progress,
     ) -> Result<InstalledImage>;
 }
 
@@ -247,7 +258,7 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
         t: &Target,
         dev: &mut dyn crate::slot::device::SlotDevice,
         opts: &InstallOptions,
-        progress: &mut Reporter,
+        progress: &mut dyn Progress,
     ) -> Result<InstalledImage> {
         write_and_check(self.bundle, t, dev, opts, progress)
     }
@@ -277,7 +288,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
         t: &Target,
         dev: &mut dyn crate::slot::device::SlotDevice,
         opts: &InstallOptions,
-        progress: &mut Reporter,
+        progress: &mut dyn Progress,
     ) -> Result<InstalledImage> {
         let img = self.bundle.manifest().images[t.image].clone();
         let phase = format!("write {}", t.slot.name);
@@ -342,7 +353,7 @@ fn run(
     what: &str,
     writer: &mut dyn ImageWriter,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let bundle = writer.verified();
     let facts = &bundle.facts;
@@ -386,14 +397,8 @@ fn run(
             bundle.sizes[t.image],
         )?);
     }
-    progress.event(
-        "start",
-        serde_json::json!({
-            "bundle": what,
-            "version": facts.version,
-            "targets": targets.iter().map(|t| &t.slot.name).collect::<Vec<_>>(),
-        }),
-    );
+    let names: Vec<String> = targets.iter().map(|t| t.slot.name.clone()).collect();
+    progress.started(what, &facts.version, &names);
 
     // Step 1: out of rotation, and recorded as interrupted until proven otherwise.
     let started = env.clock.now_unix();
@@ -491,7 +496,7 @@ fn run(
     env.bootloader
         .mark_active(&boot_target.bootname)
         .with_context(|| format!("cannot make slot {} primary", boot_target.name))?;
-    progress.finish();
+    progress.finished();
     Ok(InstallOutcome {
         version: facts.version.clone(),
         compatible: facts.compatible.clone(),
@@ -543,7 +548,7 @@ fn write_and_check<S: ByteSource + Send>(
     t: &Target,
     dev: &mut dyn crate::slot::device::SlotDevice,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstalledImage> {
     let img = bundle.manifest().images[t.image].clone();
     let phase = format!("write {}", t.slot.name);

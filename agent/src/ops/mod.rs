@@ -7,14 +7,13 @@ use crate::bootloader::{self, Bootloader, SlotBootState};
 use crate::config::{Slot, SystemConfig};
 use crate::host::clock::SystemClock;
 use crate::host::paths::{self, Root};
-use crate::install::{self, InstallEnv, InstallOptions, InstallOutcome};
+use crate::install::{self, InstallEnv, InstallOptions, InstallOutcome, Progress};
 use crate::net::{HttpOptions, HttpSource};
 use crate::slot::cmdline;
 use crate::slot::device::HostDevices;
 use crate::slot::status::{RollbackRecord, SlotRecord, StatusFile};
 use crate::slot::{self, FsResolver};
 use anyhow::{bail, Context, Result};
-use flipslot_cli_support::progress::Reporter;
 use flipslot_format::source::{ByteSource, FileSource};
 use flipslot_format::Keyring;
 use serde::Serialize;
@@ -320,7 +319,7 @@ pub fn install_file(
     agent: &Agent,
     bundle: &Path,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let mut source = FileSource::open(bundle)
         .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
@@ -347,7 +346,7 @@ pub fn install_url(
     url: &str,
     http: &HttpOptions,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let _lock = agent.lock()?;
     let source = HttpSource::open(url, http).context("cannot open bundle")?;
@@ -365,7 +364,7 @@ fn install_source<S: ByteSource + Send>(
     source: S,
     rauc: bool,
     opts: &InstallOptions,
-    progress: &mut Reporter,
+    progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let booted = agent.booted()?;
     let mut bl = agent.bootloader()?;

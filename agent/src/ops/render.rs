@@ -1,10 +1,32 @@
-//! Human-readable text for status reports and install summaries (pure formatting).
+//! How operations speak: text for status reports and install summaries (pure
+//! formatting), and install progress shown through the CLI's [`Reporter`] (a terminal
+//! bar, or JSON lines for `--json` and the daemon's socket). The only room below the CLI
+//! and the daemon that uses the output helpers.
 
 use crate::install::InstallOutcome;
+use crate::install::Progress;
 use crate::ops::StatusReport;
 use crate::slot::status::InstallResult;
+use flipslot_cli_support::progress::Reporter;
 use flipslot_format::timefmt::rfc3339;
 use std::time::Duration;
+
+impl Progress for Reporter {
+    fn started(&mut self, bundle: &str, version: &str, targets: &[String]) {
+        self.event(
+            "start",
+            serde_json::json!({ "bundle": bundle, "version": version, "targets": targets }),
+        );
+    }
+
+    fn update(&mut self, phase: &str, done: u64, total: u64) {
+        Reporter::update(self, phase, done, total);
+    }
+
+    fn finished(&mut self) {
+        self.finish();
+    }
+}
 
 /// The text of `flipslot status`.
 pub fn status_text(r: &StatusReport) -> String {

@@ -2,7 +2,7 @@
 //! timeout, HTTP through the agent's one HTTP client ([`crate::net::client`]). Commands
 //! run through [`flipslot_os::process`].
 
-use crate::health::CheckRunner;
+use crate::health::{CheckFailure, CheckRunner};
 use crate::host::paths::Root;
 use crate::host::sys;
 use crate::net::client::probe;
@@ -17,62 +17,62 @@ pub struct HostChecks {
     pub update_server: Option<(String, crate::net::HttpOptions)>,
 }
 
-fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
+fn run(argv: &[String], timeout: Duration) -> Result<(), CheckFailure> {
     let Some(cmd) = Cmd::from_argv(argv) else {
-        return Err("cannot run an empty command".into());
+        return Err(CheckFailure::EmptyCommand);
     };
+    let program = argv[0].clone();
     match cmd.discard_stdout().timeout(timeout).output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => {
-            let status = out.status;
-            let stderr_tail = stderr_tail(&out.stderr, 5);
-            Err(if stderr_tail.is_empty() {
-                format!("{} exited with {status}", argv[0])
-            } else {
-                format!(
-                    "{} exited with {status}: {}",
-                    argv[0],
-                    stderr_tail.replace('\n', " | ")
-                )
-            })
-        }
-        Err(CommandError::TimedOut { .. }) => Err(format!(
-            "{} did not finish within {} s and was killed",
-            argv[0],
-            timeout.as_secs()
-        )),
-        Err(e) => Err(format!("cannot run {}: {e}", argv[0])),
+        Ok(out) => Err(CheckFailure::Exited {
+            program,
+            status: out.status.to_string(),
+            stderr_tail: stderr_tail(&out.stderr, 5),
+        }),
+        Err(CommandError::TimedOut { .. }) => Err(CheckFailure::TimedOut { program, timeout }),
+        Err(e) => Err(CheckFailure::CannotRun {
+            program,
+            cause: e.to_string(),
+        }),
     }
 }
 
 impl CheckRunner for HostChecks {
-    fn unit_active(&self, unit: &str, timeout: Duration) -> Result<(), String> {
+    fn unit_active(&self, unit: &str, timeout: Duration) -> Result<(), CheckFailure> {
         let argv = ["systemctl", "is-active", "--quiet", "--", unit].map(String::from);
-        run(&argv, timeout).map_err(|_| format!("{unit} is not active"))
+        run(&argv, timeout).map_err(|_| CheckFailure::UnitNotActive {
+            unit: unit.to_string(),
+        })
     }
 
-    fn command(&self, argv: &[String], timeout: Duration) -> Result<(), String> {
+    fn command(&self, argv: &[String], timeout: Duration) -> Result<(), CheckFailure> {
         run(argv, timeout)
     }
 
-    fn http(&self, url: &str, timeout: Duration) -> Result<(), String> {
+    fn http(&self, url: &str, timeout: Duration) -> Result<(), CheckFailure> {
         let (status, shown) =
-            probe(url, &HttpOptions::default(), timeout).map_err(|e| e.to_string())?;
+            probe(url, &HttpOptions::default(), timeout).map_err(CheckFailure::Unreachable)?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("{shown} answered HTTP {}", status.as_u16()))
+            Err(CheckFailure::HttpStatus {
+                url: shown,
+                status: status.as_u16(),
+            })
         }
     }
 
-    fn update_server(&self, timeout: Duration) -> Result<(), String> {
+    fn update_server(&self, timeout: Duration) -> Result<(), CheckFailure> {
         let (url, opts) = self
             .update_server
             .as_ref()
-            .ok_or("no [update] channel-url is configured")?;
-        match probe(url, opts, timeout).map_err(|e| e.to_string())? {
+            .ok_or(CheckFailure::NoUpdateServer)?;
+        match probe(url, opts, timeout).map_err(CheckFailure::Unreachable)? {
             (status, _) if status.as_u16() < 500 => Ok(()),
-            (status, shown) => Err(format!("{shown} answered HTTP {}", status.as_u16())),
+            (status, shown) => Err(CheckFailure::HttpStatus {
+                url: shown,
+                status: status.as_u16(),
+            }),
         }
     }
 }
@@ -110,13 +110,18 @@ mod tests {
                 &["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()],
                 t,
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exit status: 3") && e.contains("broken"), "{e}");
         let e = h
             .command(&["sleep".into(), "10".into()], Duration::from_millis(300))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("killed"), "{e}");
-        let e = h.command(&["/nonexistent/check".into()], t).unwrap_err();
+        let e = h
+            .command(&["/nonexistent/check".into()], t)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot run"), "{e}");
     }
 }

@@ -6,19 +6,99 @@ pub mod assess;
 pub mod host;
 
 use crate::config::health::HealthConfig;
+use crate::net::client::ProbeError;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// Runs single checks. The host implementation is [`host::HostChecks`]; tests use fakes.
 pub trait CheckRunner {
-    /// Whether a systemd unit is active now; `Err` says what it is instead.
-    fn unit_active(&self, unit: &str, timeout: Duration) -> Result<(), String>;
-    /// Runs a command; `Err` carries the exit status and stderr tail or the timeout.
-    fn command(&self, argv: &[String], timeout: Duration) -> Result<(), String>;
-    /// Fetches a URL; `Err` says what was answered instead of 2xx.
-    fn http(&self, url: &str, timeout: Duration) -> Result<(), String>;
+    /// Whether a systemd unit is active now; `Err` says that it is not.
+    fn unit_active(&self, unit: &str, timeout: Duration) -> Result<(), CheckFailure>;
+    /// Runs a command; `Err` carries the exit status and stderr tail, the timeout, or why
+    /// it could not start.
+    fn command(&self, argv: &[String], timeout: Duration) -> Result<(), CheckFailure>;
+    /// Fetches a URL; `Err` says what was answered instead of 2xx, or that nothing was.
+    fn http(&self, url: &str, timeout: Duration) -> Result<(), CheckFailure>;
     /// Whether the update server answers at all (any status below 500).
-    fn update_server(&self, timeout: Duration) -> Result<(), String>;
+    fn update_server(&self, timeout: Duration) -> Result<(), CheckFailure>;
+}
+
+/// Why one check failed. The message ([`Display`](std::fmt::Display)) is what reports, the
+/// status file and `--json` output show; it serialises as that message string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckFailure {
+    /// A systemd unit is not active (inactive, failed, still activating, or unknown).
+    #[error("{unit} is not active")]
+    UnitNotActive {
+        /// The unit, e.g. `sshd.service`.
+        unit: String,
+    },
+    /// A command ran and exited unsuccessfully (or was killed by a signal).
+    #[error("{program} exited with {status}{}", stderr_suffix(.stderr_tail))]
+    Exited {
+        /// The program (the first word of the command).
+        program: String,
+        /// How it exited, as the operating system describes it, e.g. `exit status: 3`.
+        status: String,
+        /// The last lines of its standard error (lines joined with `\n`; may be empty).
+        stderr_tail: String,
+    },
+    /// A command ran past its own timeout and was killed.
+    #[error("{program} did not finish within {} s and was killed", .timeout.as_secs())]
+    TimedOut {
+        /// The program (the first word of the command).
+        program: String,
+        /// The time it was given.
+        timeout: Duration,
+    },
+    /// A command has no program to run.
+    #[error("cannot run an empty command")]
+    EmptyCommand,
+    /// A command could not be started or waited for.
+    #[error("cannot run {program}: {cause}")]
+    CannotRun {
+        /// The program (the first word of the command).
+        program: String,
+        /// Why, as one line.
+        cause: String,
+    },
+    /// An HTTP endpoint answered with a status the check does not accept.
+    #[error("{url} answered HTTP {status}")]
+    HttpStatus {
+        /// The URL as it may be shown (credentials and query values redacted).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// An HTTP endpoint gave no answer: the URL is not usable, or the server could not be
+    /// reached (connection refused, TLS failure, timeout…).
+    #[error("{0}")]
+    Unreachable(ProbeError),
+    /// The update-server check is enabled but `[update]` has no channel URL.
+    #[error("no [update] channel-url is configured")]
+    NoUpdateServer,
+    /// The overall health deadline passed before the check could pass.
+    #[error("overall health deadline of {seconds} s passed")]
+    DeadlinePassed {
+        /// The configured deadline, in seconds.
+        seconds: u64,
+    },
+}
+
+/// The stderr tail as it follows a failed command's status: on one line, lines separated
+/// by ` | `.
+fn stderr_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", tail.replace('\n', " | "))
+    }
+}
+
+impl Serialize for CheckFailure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// The outcome of one check.
@@ -28,9 +108,9 @@ pub struct CheckResult {
     pub check: String,
     /// Whether it passed.
     pub ok: bool,
-    /// Why it failed.
+    /// Why it failed (serialised as its message).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<CheckFailure>,
     /// How long it took.
     pub seconds: f64,
 }
@@ -50,7 +130,7 @@ pub struct Verdict {
 type PlannedCheck<'a> = (
     String,
     Duration,
-    Box<dyn Fn(Duration) -> Result<(), String> + 'a>,
+    Box<dyn Fn(Duration) -> Result<(), CheckFailure> + 'a>,
     bool,
 );
 
@@ -103,10 +183,9 @@ pub fn run_checks(cfg: &HealthConfig, runner: &dyn CheckRunner) -> Verdict {
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                outcome = Err(format!(
-                    "overall health deadline of {} s passed",
-                    cfg.deadline_seconds
-                ));
+                outcome = Err(CheckFailure::DeadlinePassed {
+                    seconds: cfg.deadline_seconds,
+                });
                 break;
             }
             outcome = run(left);
@@ -131,10 +210,10 @@ pub fn run_checks(cfg: &HealthConfig, runner: &dyn CheckRunner) -> Verdict {
             break;
         }
     }
-    let reason = results
-        .iter()
-        .find(|r| !r.ok)
-        .map(|r| format!("{}: {}", r.check, r.error.as_deref().unwrap_or("failed")));
+    let reason = results.iter().find(|r| !r.ok).map(|r| match &r.error {
+        Some(e) => format!("{}: {e}", r.check),
+        None => format!("{}: failed", r.check),
+    });
     Verdict {
         healthy: reason.is_none(),
         results,
@@ -155,26 +234,33 @@ mod tests {
     }
 
     impl CheckRunner for Fake {
-        fn unit_active(&self, _u: &str, _t: Duration) -> Result<(), String> {
+        fn unit_active(&self, u: &str, _t: Duration) -> Result<(), CheckFailure> {
             self.calls.set(self.calls.get() + 1);
             if self.calls.get() > self.unit_ok_after {
                 Ok(())
             } else {
-                Err("activating".into())
+                Err(CheckFailure::UnitNotActive { unit: u.into() })
             }
         }
-        fn command(&self, argv: &[String], _t: Duration) -> Result<(), String> {
+        fn command(&self, argv: &[String], _t: Duration) -> Result<(), CheckFailure> {
             if self.command_ok {
                 Ok(())
             } else {
-                Err(format!("{} exited with status 3", argv[0]))
+                Err(CheckFailure::Exited {
+                    program: argv[0].clone(),
+                    status: "status 3".into(),
+                    stderr_tail: String::new(),
+                })
             }
         }
-        fn http(&self, _u: &str, _t: Duration) -> Result<(), String> {
+        fn http(&self, _u: &str, _t: Duration) -> Result<(), CheckFailure> {
             Ok(())
         }
-        fn update_server(&self, _t: Duration) -> Result<(), String> {
-            Err("connection refused".into())
+        fn update_server(&self, _t: Duration) -> Result<(), CheckFailure> {
+            Err(CheckFailure::Unreachable(ProbeError::Unreachable {
+                url: "http://updates.example/".into(),
+                cause: "connection refused".into(),
+            }))
         }
     }
 
@@ -274,5 +360,93 @@ mod tests {
         let v = run_checks(&HealthConfig::default(), &f);
         assert!(v.healthy);
         assert!(v.results.is_empty());
+    }
+
+    #[test]
+    fn each_failure_reads_as_before() {
+        let cases = [
+            (
+                CheckFailure::UnitNotActive {
+                    unit: "app.service".into(),
+                },
+                "app.service is not active",
+            ),
+            (
+                CheckFailure::Exited {
+                    program: "/bin/check".into(),
+                    status: "exit status: 3".into(),
+                    stderr_tail: String::new(),
+                },
+                "/bin/check exited with exit status: 3",
+            ),
+            (
+                CheckFailure::Exited {
+                    program: "/bin/check".into(),
+                    status: "exit status: 3".into(),
+                    stderr_tail: "not ready\nstill not ready".into(),
+                },
+                "/bin/check exited with exit status: 3: not ready | still not ready",
+            ),
+            (
+                CheckFailure::TimedOut {
+                    program: "sleep".into(),
+                    timeout: Duration::from_millis(2500),
+                },
+                "sleep did not finish within 2 s and was killed",
+            ),
+            (CheckFailure::EmptyCommand, "cannot run an empty command"),
+            (
+                CheckFailure::CannotRun {
+                    program: "/nonexistent/check".into(),
+                    cause: "program /nonexistent/check not found".into(),
+                },
+                "cannot run /nonexistent/check: program /nonexistent/check not found",
+            ),
+            (
+                CheckFailure::HttpStatus {
+                    url: "http://127.0.0.1/health".into(),
+                    status: 503,
+                },
+                "http://127.0.0.1/health answered HTTP 503",
+            ),
+            (
+                CheckFailure::Unreachable(ProbeError::Unreachable {
+                    url: "http://127.0.0.1/health".into(),
+                    cause: "connection refused".into(),
+                }),
+                "http://127.0.0.1/health is unreachable: connection refused",
+            ),
+            (
+                CheckFailure::Unreachable(ProbeError::Setup("invalid URL: empty host".into())),
+                "invalid URL: empty host",
+            ),
+            (
+                CheckFailure::NoUpdateServer,
+                "no [update] channel-url is configured",
+            ),
+            (
+                CheckFailure::DeadlinePassed { seconds: 90 },
+                "overall health deadline of 90 s passed",
+            ),
+        ];
+        for (failure, message) in cases {
+            assert_eq!(failure.to_string(), message, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_failure_serialises_as_its_message() {
+        let r = CheckResult {
+            check: "unit app.service".into(),
+            ok: false,
+            error: Some(CheckFailure::UnitNotActive {
+                unit: "app.service".into(),
+            }),
+            seconds: 0.5,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"check":"unit app.service","ok":false,"error":"app.service is not active","seconds":0.5}"#
+        );
     }
 }

@@ -6,11 +6,11 @@
 //! threads check each chunk). Memory is at most four chunk buffers, whatever the image
 //! size.
 
-use crate::install::plan::{self, Target};
+use crate::install::plan::Target;
 use crate::install::pool::buffer_pool;
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
-    Verified,
+    Verified, VerifiedImage,
 };
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, bail, Context, Result};
@@ -65,10 +65,18 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
     fn verified(&self) -> Verified {
         let m = self.bundle.manifest();
         Verified {
-            facts: plan::BundleFacts::from(m),
-            sizes: m.images.iter().map(|i| i.size).collect(),
-            sha256s: m.images.iter().map(|i| i.sha256.to_hex()).collect(),
-            manifest_sha256: self.bundle.manifest_sha256().to_hex(),
+            compatible: m.compatible.clone(),
+            version: m.version.to_string(),
+            images: m
+                .images
+                .iter()
+                .map(|i| VerifiedImage {
+                    class: i.class.clone(),
+                    size: i.size,
+                    sha256: i.sha256,
+                })
+                .collect(),
+            manifest_sha256: self.bundle.manifest_sha256(),
         }
     }
 

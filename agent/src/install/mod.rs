@@ -29,6 +29,7 @@ use crate::host::clock::Clock;
 use crate::install::plan::Target;
 use crate::slot::device::{SlotDevice, SlotDevices};
 use anyhow::Result;
+use flipslot_format::Sha256Digest;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -132,12 +133,35 @@ pub trait Progress {
 
 /// A verified bundle, as the install steps see it.
 struct Verified {
-    facts: plan::BundleFacts,
-    /// Image sizes, in bundle order.
-    sizes: Vec<u64>,
-    /// Image SHA-256s (hex), in bundle order.
-    sha256s: Vec<String>,
-    manifest_sha256: String,
+    /// The bundle's compatible string.
+    compatible: String,
+    /// Its version as written.
+    version: String,
+    /// Its images, in bundle order.
+    images: Vec<VerifiedImage>,
+    /// SHA-256 of the signed manifest.
+    manifest_sha256: Sha256Digest,
+}
+
+/// One image of a verified bundle, as the signed manifest describes it.
+struct VerifiedImage {
+    /// The slot class it is for.
+    class: String,
+    /// Its size in bytes.
+    size: u64,
+    /// Its SHA-256.
+    sha256: Sha256Digest,
+}
+
+impl Verified {
+    /// What planning needs to know.
+    fn plan_facts(&self) -> plan::BundleFacts {
+        plan::BundleFacts {
+            compatible: self.compatible.clone(),
+            version: self.version.clone(),
+            classes: self.images.iter().map(|i| i.class.clone()).collect(),
+        }
+    }
 }
 
 /// A verified bundle of one format: what the steps need to know, and writing (and

@@ -18,11 +18,11 @@ use flipslot_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
 use crate::install::fsb::write_chunk;
-use crate::install::plan::{self, Target};
+use crate::install::plan::Target;
 use crate::install::pool::buffer_pool;
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
-    Verified,
+    Verified, VerifiedImage,
 };
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use flipslot_format::source::ByteSource;
@@ -92,14 +92,18 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
     fn verified(&self) -> Verified {
         let m = self.bundle.manifest();
         Verified {
-            facts: plan::BundleFacts {
-                compatible: m.compatible.clone(),
-                version: m.version.clone().unwrap_or_default(),
-                classes: m.images.iter().map(|i| i.class.clone()).collect(),
-            },
-            sizes: m.images.iter().map(|i| i.size).collect(),
-            sha256s: m.images.iter().map(|i| i.sha256.to_hex()).collect(),
-            manifest_sha256: self.bundle.manifest_sha256().to_hex(),
+            compatible: m.compatible.clone(),
+            version: m.version.clone().unwrap_or_default(),
+            images: m
+                .images
+                .iter()
+                .map(|i| VerifiedImage {
+                    class: i.class.clone(),
+                    size: i.size,
+                    sha256: i.sha256,
+                })
+                .collect(),
+            manifest_sha256: self.bundle.manifest_sha256(),
         }
     }
 

@@ -19,7 +19,7 @@ pub(super) fn run(
     progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let bundle = writer.verified();
-    let facts = &bundle.facts;
+    let facts = bundle.plan_facts();
     let mut status = StatusFile::load(&env.status_path)?;
     let booted_trying = match env.booted {
         Some(b) => env.bootloader.slot_state(&b.bootname)? == SlotBootState::Trying,
@@ -27,7 +27,7 @@ pub(super) fn run(
     };
     let targets = plan::plan(
         env.cfg,
-        facts,
+        &facts,
         env.booted,
         booted_trying,
         &status,
@@ -48,7 +48,8 @@ pub(super) fn run(
             !t.slot.install_same
                 && status.slots.get(&t.slot.name).is_some_and(|r| {
                     r.result == InstallResult::Ok
-                        && r.image_sha256.as_deref() == Some(bundle.sha256s[t.image].as_str())
+                        && r.image_sha256.as_deref()
+                            == Some(bundle.images[t.image].sha256.to_hex().as_str())
                 })
         })
         .collect();
@@ -56,12 +57,12 @@ pub(super) fn run(
         devices.push(open_target(
             env,
             t,
-            &facts.classes[t.image],
-            bundle.sizes[t.image],
+            &bundle.images[t.image].class,
+            bundle.images[t.image].size,
         )?);
     }
     let names: Vec<String> = targets.iter().map(|t| t.slot.name.clone()).collect();
-    progress.started(what, &facts.version, &names);
+    progress.started(what, &bundle.version, &names);
 
     // Step 1: out of rotation, and recorded as interrupted until proven otherwise.
     let started = env.clock.now_unix();
@@ -77,9 +78,9 @@ pub(super) fn run(
         status.set_record(
             &t.slot.name,
             SlotRecord {
-                bundle_version: Some(facts.version.clone()),
-                compatible: facts.compatible.clone(),
-                manifest_sha256: Some(bundle.manifest_sha256.clone()),
+                bundle_version: Some(bundle.version.clone()),
+                compatible: bundle.compatible.clone(),
+                manifest_sha256: Some(bundle.manifest_sha256.to_hex()),
                 image_sha256: None,
                 installed_at: Some(started),
                 result: InstallResult::Failed,
@@ -95,17 +96,18 @@ pub(super) fn run(
     let mut images = Vec::new();
     for ((t, dev), skipped) in targets.iter().zip(devices.iter_mut()).zip(&skip) {
         if *skipped {
+            let image = &bundle.images[t.image];
             log::info!(
                 "slot {} already holds image {} (install-same=false): not written again",
                 t.slot.name,
-                bundle.sha256s[t.image]
+                image.sha256
             );
             images.push(InstalledImage {
-                class: facts.classes[t.image].clone(),
+                class: image.class.clone(),
                 slot: t.slot.name.clone(),
                 device: t.slot.device.clone(),
-                size: bundle.sizes[t.image],
-                sha256: bundle.sha256s[t.image].clone(),
+                size: image.size,
+                sha256: image.sha256.to_hex(),
                 io: None,
             });
             continue;
@@ -161,9 +163,9 @@ pub(super) fn run(
         .with_context(|| format!("cannot make slot {} primary", boot_target.name))?;
     progress.finished();
     Ok(InstallOutcome {
-        version: facts.version.clone(),
-        compatible: facts.compatible.clone(),
-        manifest_sha256: bundle.manifest_sha256.clone(),
+        version: bundle.version.clone(),
+        compatible: bundle.compatible.clone(),
+        manifest_sha256: bundle.manifest_sha256.to_hex(),
         images,
         primary: boot_target.name.clone(),
         primary_bootname: boot_target.bootname.clone(),

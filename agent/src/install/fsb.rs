@@ -106,13 +106,12 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
                 },
             )?;
         }
-        let sha256 = img.sha256;
         Ok(InstalledImage {
             class: img.class.clone(),
             slot: t.slot.name.clone(),
             device: t.slot.device.clone(),
             size: img.size,
-            sha256: sha256.to_hex(),
+            sha256: img.sha256,
             io: Some(dev.io_mode()),
         })
     }

@@ -43,7 +43,7 @@ pub struct InstallOptions {
     /// Refuse the bundle unless its signed manifest has this SHA-256 (the daemon passes
     /// the hash its signed channel names). Checked right after the signatures, before
     /// anything is written.
-    pub expected_manifest_sha256: Option<flipslot_format::Sha256Digest>,
+    pub expected_manifest_sha256: Option<Sha256Digest>,
 }
 
 impl Default for InstallOptions {
@@ -92,8 +92,8 @@ pub struct InstalledImage {
     pub device: PathBuf,
     /// Bytes written.
     pub size: u64,
-    /// SHA-256 of the image (as read back when read-back is on).
-    pub sha256: String,
+    /// SHA-256 of the image (as read back when read-back is on); a hex string in JSON.
+    pub sha256: Sha256Digest,
     /// How the slot was written (`direct` or `buffered`); `None` when it already held
     /// the image and was not written.
     #[serde(default)]
@@ -107,8 +107,8 @@ pub struct InstallOutcome {
     pub version: String,
     /// Bundle compatible.
     pub compatible: String,
-    /// SHA-256 of the signed manifest.
-    pub manifest_sha256: String,
+    /// SHA-256 of the signed manifest; a hex string in JSON.
+    pub manifest_sha256: Sha256Digest,
     /// What was written where.
     pub images: Vec<InstalledImage>,
     /// The slot the bootloader will try at the next boot.

@@ -165,7 +165,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
             slot: t.slot.name.clone(),
             device: t.slot.device.clone(),
             size: img.size,
-            sha256: img.sha256.to_hex(),
+            sha256: img.sha256,
             io: Some(dev.io_mode()),
         })
     }

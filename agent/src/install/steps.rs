@@ -48,8 +48,7 @@ pub(super) fn run(
             !t.slot.install_same
                 && status.slots.get(&t.slot.name).is_some_and(|r| {
                     r.result == InstallResult::Ok
-                        && r.image_sha256.as_deref()
-                            == Some(bundle.images[t.image].sha256.to_hex().as_str())
+                        && r.image_sha256 == Some(bundle.images[t.image].sha256)
                 })
         })
         .collect();
@@ -80,7 +79,7 @@ pub(super) fn run(
             SlotRecord {
                 bundle_version: Some(bundle.version.clone()),
                 compatible: bundle.compatible.clone(),
-                manifest_sha256: Some(bundle.manifest_sha256.to_hex()),
+                manifest_sha256: Some(bundle.manifest_sha256),
                 image_sha256: None,
                 installed_at: Some(started),
                 result: InstallResult::Failed,
@@ -107,7 +106,7 @@ pub(super) fn run(
                 slot: t.slot.name.clone(),
                 device: t.slot.device.clone(),
                 size: image.size,
-                sha256: image.sha256.to_hex(),
+                sha256: image.sha256,
                 io: None,
             });
             continue;
@@ -141,7 +140,7 @@ pub(super) fn run(
             .any(|(t, s)| *s && t.slot.name == i.slot)
     }) {
         if let Some(rec) = status.slots.get_mut(&img.slot) {
-            rec.image_sha256 = Some(img.sha256.clone());
+            rec.image_sha256 = Some(img.sha256);
             rec.installed_at = Some(finished);
             rec.result = InstallResult::Ok;
             rec.message = None;
@@ -165,7 +164,7 @@ pub(super) fn run(
     Ok(InstallOutcome {
         version: bundle.version.clone(),
         compatible: bundle.compatible.clone(),
-        manifest_sha256: bundle.manifest_sha256.to_hex(),
+        manifest_sha256: bundle.manifest_sha256,
         images,
         primary: boot_target.name.clone(),
         primary_bootname: boot_target.bootname.clone(),

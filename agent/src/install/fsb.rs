@@ -7,7 +7,7 @@
 //! size.
 
 use crate::install::plan::Target;
-use crate::install::pool::buffer_pool;
+use crate::install::pool::{buffer_pool, write_chunk};
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
     Verified, VerifiedImage,
@@ -262,35 +262,6 @@ pub fn write_image<S: ByteSource + Send>(
             return Err(anyhow!("wrote {pos} bytes of a {total}-byte image"));
         }
         Ok(())
-    })
-}
-
-/// Writes one verified chunk at `pos`, padding a short last chunk with zeros to a 4 KiB
-/// boundary when the device has room (so the write can use direct I/O).
-pub(crate) fn write_chunk(
-    dev: &mut dyn SlotDevice,
-    dev_size: u64,
-    pos: u64,
-    buf: &AlignedBuf,
-    len: usize,
-) -> Result<()> {
-    let padded = len.next_multiple_of(IO_ALIGN);
-    let padded_buf;
-    let data = if padded != len && pos + padded as u64 <= dev_size {
-        // Only the short last chunk: copy once into a zero-filled aligned buffer.
-        let mut b = AlignedBuf::new(padded);
-        b.as_mut_slice()[..len].copy_from_slice(&buf.as_slice()[..len]);
-        padded_buf = b;
-        padded_buf.as_slice()
-    } else {
-        &buf.as_slice()[..len]
-    };
-    dev.write_at(pos, data).with_context(|| {
-        format!(
-            "writing {} bytes to {} at offset {pos}",
-            data.len(),
-            dev.path().display()
-        )
     })
 }
 

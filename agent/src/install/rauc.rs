@@ -17,9 +17,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use flipslot_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
-use crate::install::fsb::write_chunk;
 use crate::install::plan::Target;
-use crate::install::pool::buffer_pool;
+use crate::install::pool::{buffer_pool, write_chunk};
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
     Verified, VerifiedImage,

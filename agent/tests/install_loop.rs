@@ -70,7 +70,10 @@ fn installs_into_loop_device_slot() {
     assert_eq!(f.primary().as_deref(), Some("B"));
     let rec = f.record("B").unwrap();
     assert_eq!(rec.result, InstallResult::Ok);
-    assert_eq!(rec.image_sha256.as_deref(), Some(sha256_hex(&img).as_str()));
+    assert_eq!(
+        rec.image_sha256.map(|d| d.to_hex()).as_deref(),
+        Some(sha256_hex(&img).as_str())
+    );
 }
 
 #[test]
@@ -223,7 +226,7 @@ fn unaligned_64mib_image_with_direct_io() {
         f.assert_booted_intact(&before);
         let rec = f.record("B").unwrap();
         assert_eq!(
-            rec.image_sha256.as_deref(),
+            rec.image_sha256.map(|d| d.to_hex()).as_deref(),
             Some(sha256_hex(&img).as_str()),
             "{name}"
         );

@@ -273,8 +273,8 @@ impl Daemon {
             in_rollout: channel::in_rollout(&self.machine_id, &ch),
             rollout_percent: ch.rollout_percent,
             inhibited_by: self.inhibited_by(),
-            staged_in: self.staged_in(&report, booted, &status, &manifest_hex),
-            rolled_back_in: decide::rolled_back_slot(&status, &manifest_hex),
+            staged_in: self.staged_in(&report, booted, &status, &ch.bundle.manifest_sha256),
+            rolled_back_in: decide::rolled_back_slot(&status, &ch.bundle.manifest_sha256),
             booted_on_trial,
         };
         let decision = decide::decide(&facts);
@@ -339,15 +339,20 @@ impl Daemon {
     fn unchanged(&self, state: &DaemonState) -> CycleResult {
         let mut r = CycleResult::new(PollOutcome::Unchanged, None);
         r.version = state.last_channel_version.clone();
-        let (Some(version), Some(manifest)) =
-            (&state.last_channel_version, &state.last_channel_manifest)
-        else {
+        // A stored hash that does not parse names no bundle any slot holds.
+        let (Some(version), Some(manifest)) = (
+            &state.last_channel_version,
+            state
+                .last_channel_manifest
+                .as_deref()
+                .and_then(flipslot_format::Sha256Digest::from_hex),
+        ) else {
             return r;
         };
         let staged = self.agent.booted().and_then(|booted| {
             let status = self.status_file()?;
             let report = ops::status(&self.agent)?;
-            Ok(self.staged_in(&report, booted, &status, manifest))
+            Ok(self.staged_in(&report, booted, &status, &manifest))
         });
         match staged {
             Ok(Some(slot)) => {
@@ -368,14 +373,14 @@ impl Daemon {
         report: &ops::StatusReport,
         booted: Option<&crate::config::Slot>,
         status: &StatusFile,
-        manifest_hex: &str,
+        manifest: &flipslot_format::Sha256Digest,
     ) -> Option<String> {
         let primary_bn = report
             .primary
             .as_deref()
             .and_then(|n| self.agent.cfg.slot_by_name(n))
             .map(|s| s.bootname.as_str());
-        decide::staged_slot(&self.agent.cfg, booted, primary_bn, status, manifest_hex)
+        decide::staged_slot(&self.agent.cfg, booted, primary_bn, status, manifest)
     }
 
     /// Installs the channel's bundle from the first URL that works; returns the slot that

@@ -5,6 +5,7 @@
 use crate::config::update::{RebootPolicy, RebootWindow};
 use crate::config::{Slot, SystemConfig};
 use crate::slot::status::{InstallResult, StatusFile};
+use flipslot_format::Sha256Digest;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -135,37 +136,31 @@ pub fn decide(f: &Facts<'_>) -> Decision {
 }
 
 /// The slot (not the booted one) that boots next and whose last install, which
-/// succeeded, was the bundle with manifest hash `manifest_hex`.
+/// succeeded, was the bundle with manifest hash `manifest`.
 pub fn staged_slot(
     cfg: &SystemConfig,
     booted: Option<&Slot>,
     primary_bootname: Option<&str>,
     status: &StatusFile,
-    manifest_hex: &str,
+    manifest: &Sha256Digest,
 ) -> Option<String> {
     let primary = cfg.slot_by_bootname(primary_bootname?)?;
     if booted.is_some_and(|b| b.name == primary.name) {
         return None;
     }
     let rec = status.record(&primary.name)?;
-    (rec.result == InstallResult::Ok
-        && rec
-            .manifest_sha256
-            .as_deref()
-            .is_some_and(|h| h.eq_ignore_ascii_case(manifest_hex)))
-    .then(|| primary.name.clone())
+    (rec.result == InstallResult::Ok && rec.manifest_sha256.as_ref() == Some(manifest))
+        .then(|| primary.name.clone())
 }
 
-/// The slot whose last install was the bundle `manifest_hex` and whose trial boot failed
+/// The slot whose last install was the bundle `manifest` and whose trial boot failed
 /// (health check failure or rollback recorded).
-pub fn rolled_back_slot(status: &StatusFile, manifest_hex: &str) -> Option<String> {
+pub fn rolled_back_slot(status: &StatusFile, manifest: &Sha256Digest) -> Option<String> {
     status
         .slots
         .iter()
         .find(|(_, rec)| {
-            rec.manifest_sha256
-                .as_deref()
-                .is_some_and(|h| h.eq_ignore_ascii_case(manifest_hex))
+            rec.manifest_sha256.as_ref() == Some(manifest)
                 && (rec.trial.rolled_back_at.is_some() || rec.trial.health_failure.is_some())
         })
         .map(|(name, _)| name.clone())
@@ -393,11 +388,14 @@ mod tests {
         let mut st = StatusFile::default();
         let mut r = rec("2.0.0", "ab", InstallResult::Ok);
         st.set_record("rootfs.1", r.clone());
-        assert_eq!(rolled_back_slot(&st, "ab"), None);
+        assert_eq!(rolled_back_slot(&st, &digest("ab")), None);
         r.trial.rolled_back_at = Some(9);
         st.set_record("rootfs.1", r);
-        assert_eq!(rolled_back_slot(&st, "AB"), Some("rootfs.1".into()));
-        assert_eq!(rolled_back_slot(&st, "cd"), None);
+        assert_eq!(
+            rolled_back_slot(&st, &digest("AB")),
+            Some("rootfs.1".into())
+        );
+        assert_eq!(rolled_back_slot(&st, &digest("cd")), None);
     }
 
     fn cfg() -> SystemConfig {
@@ -420,11 +418,16 @@ bootname = "B"
         .unwrap()
     }
 
+    /// The digest whose hex form is the byte `byte` (two hex digits, either case) 32 times.
+    fn digest(byte: &str) -> Sha256Digest {
+        byte.repeat(32).parse().unwrap()
+    }
+
     fn rec(version: &str, manifest: &str, result: InstallResult) -> SlotRecord {
         SlotRecord {
             bundle_version: Some(version.into()),
             compatible: "c".into(),
-            manifest_sha256: Some(manifest.into()),
+            manifest_sha256: Some(digest(manifest)),
             image_sha256: None,
             installed_at: Some(1),
             result,
@@ -441,14 +444,14 @@ bootname = "B"
         st.set_record("rootfs.0", rec("1.0.0", "00", InstallResult::Ok));
         st.set_record("rootfs.1", rec("2.0.0", "AB", InstallResult::Ok));
         assert_eq!(
-            staged_slot(&cfg, a, Some("B"), &st, "ab"),
+            staged_slot(&cfg, a, Some("B"), &st, &digest("ab")),
             Some("rootfs.1".into())
         );
-        assert_eq!(staged_slot(&cfg, a, Some("A"), &st, "ab"), None);
-        assert_eq!(staged_slot(&cfg, a, None, &st, "ab"), None);
-        assert_eq!(staged_slot(&cfg, a, Some("B"), &st, "cd"), None);
+        assert_eq!(staged_slot(&cfg, a, Some("A"), &st, &digest("ab")), None);
+        assert_eq!(staged_slot(&cfg, a, None, &st, &digest("ab")), None);
+        assert_eq!(staged_slot(&cfg, a, Some("B"), &st, &digest("cd")), None);
         st.set_record("rootfs.1", rec("2.0.0", "ab", InstallResult::Failed));
-        assert_eq!(staged_slot(&cfg, a, Some("B"), &st, "ab"), None);
+        assert_eq!(staged_slot(&cfg, a, Some("B"), &st, &digest("ab")), None);
     }
 
     #[test]

@@ -1,19 +1,121 @@
-//! The two data paths of an install, each a pipeline of threads over a small pool of
-//! aligned buffers: bundle → slot (a reader thread reads chunks, two threads check their
-//! hashes, the caller's thread writes them in order) and slot → check (a reader thread reads
-//! the slot back with direct I/O while two threads check each chunk). Memory is at most
-//! four chunk buffers, whatever the image size.
+//! Installing a flipslot bundle (`.fsb`): [`install`] verifies it and hands a
+//! `FlipslotWriter` to the shared install steps. The writer runs the two data paths, each
+//! a pipeline of threads over a small pool of aligned buffers: bundle → slot (a reader
+//! thread reads chunks, two threads check their hashes, the caller's thread writes them in
+//! order) and slot → check (a reader thread reads the slot back with direct I/O while two
+//! threads check each chunk). Memory is at most four chunk buffers, whatever the image
+//! size.
 
-use crate::install::pool::buffer_pool;
+use crate::install::plan::Target;
+use crate::install::pool::{buffer_pool, write_chunk};
+use crate::install::{
+    steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
+    Verified, VerifiedImage,
+};
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use flipslot_format::manifest::{Compression, Image};
 use flipslot_format::reader::check_chunk;
 use flipslot_format::source::ByteSource;
-use flipslot_format::{Bundle, Sha256Digest};
+use flipslot_format::{Bundle, Keyring, Sha256Digest, VerifyPolicy};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Mutex;
+
+/// Installs the flipslot bundle read from `source`, verified against `keyring`. On
+/// error nothing about the booted slot or the bootloader's primary slot has changed; a
+/// target that was being written stays marked bad.
+pub fn install<S: ByteSource + Send>(
+    env: &mut InstallEnv<'_>,
+    keyring: &Keyring,
+    source: S,
+    opts: &InstallOptions,
+    progress: &mut dyn Progress,
+) -> Result<InstallOutcome> {
+    let what = source.describe();
+    let policy = VerifyPolicy {
+        min_signatures: env.cfg.min_signatures,
+    };
+    let mut bundle = Bundle::open(source, keyring, &policy)
+        .with_context(|| format!("bundle {what} rejected"))?;
+    if let Some(want) = opts.expected_manifest_sha256 {
+        let got = bundle.manifest_sha256();
+        if got != want {
+            bail!(
+                "bundle {what} rejected: its manifest has sha256 {}, but {} was expected \
+                 (the channel names another bundle)",
+                got.to_hex(),
+                want.to_hex()
+            );
+        }
+    }
+    let mut writer = FlipslotWriter {
+        bundle: &mut bundle,
+    };
+    steps::run(env, &what, &mut writer, opts, progress)
+}
+
+/// Writes the images of a verified flipslot bundle, every chunk checked before it is
+/// written and again on read-back.
+struct FlipslotWriter<'b, S: ByteSource + Send> {
+    bundle: &'b mut Bundle<S>,
+}
+
+impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
+    fn verified(&self) -> Verified {
+        let m = self.bundle.manifest();
+        Verified {
+            compatible: m.compatible.clone(),
+            version: m.version.to_string(),
+            images: m
+                .images
+                .iter()
+                .map(|i| VerifiedImage {
+                    class: i.class.clone(),
+                    size: i.size,
+                    sha256: i.sha256,
+                })
+                .collect(),
+            manifest_sha256: self.bundle.manifest_sha256(),
+        }
+    }
+
+    fn write(
+        &mut self,
+        t: &Target,
+        dev: &mut dyn SlotDevice,
+        opts: &InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<InstalledImage> {
+        let img = self.bundle.manifest().images[t.image].clone();
+        let phase = format!("write {}", t.slot.name);
+        write_image(self.bundle, t.image, dev, &mut |d, n| {
+            progress.update(&phase, d, n)
+        })?;
+        dev.sync()
+            .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
+        if opts.read_back {
+            let phase = format!("read-back {}", t.slot.name);
+            verify_device(dev, &img, &mut |d, n| progress.update(&phase, d, n)).with_context(
+                || {
+                    format!(
+                        "read-back of slot {} ({}) does not match the image",
+                        t.slot.name,
+                        dev.path().display()
+                    )
+                },
+            )?;
+        }
+        Ok(InstalledImage {
+            class: img.class.clone(),
+            slot: t.slot.name.clone(),
+            device: t.slot.device.clone(),
+            size: img.size,
+            sha256: img.sha256,
+            io: Some(dev.io_mode()),
+        })
+    }
+}
 
 /// Buffers in flight while reading back.
 const POOL: usize = 3;
@@ -160,35 +262,6 @@ pub fn write_image<S: ByteSource + Send>(
             return Err(anyhow!("wrote {pos} bytes of a {total}-byte image"));
         }
         Ok(())
-    })
-}
-
-/// Writes one verified chunk at `pos`, padding a short last chunk with zeros to a 4 KiB
-/// boundary when the device has room (so the write can use direct I/O).
-pub(crate) fn write_chunk(
-    dev: &mut dyn SlotDevice,
-    dev_size: u64,
-    pos: u64,
-    buf: &AlignedBuf,
-    len: usize,
-) -> Result<()> {
-    let padded = len.next_multiple_of(IO_ALIGN);
-    let padded_buf;
-    let data = if padded != len && pos + padded as u64 <= dev_size {
-        // Only the short last chunk: copy once into a zero-filled aligned buffer.
-        let mut b = AlignedBuf::new(padded);
-        b.as_mut_slice()[..len].copy_from_slice(&buf.as_slice()[..len]);
-        padded_buf = b;
-        padded_buf.as_slice()
-    } else {
-        &buf.as_slice()[..len]
-    };
-    dev.write_at(pos, data).with_context(|| {
-        format!(
-            "writing {} bytes to {} at offset {pos}",
-            data.len(),
-            dev.path().display()
-        )
     })
 }
 

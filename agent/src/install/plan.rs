@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use crate::config::{Slot, SystemConfig};
 use crate::slot::status::{InstallResult, StatusFile};
 use crate::slot::{choose_target, SlotHistory};
-use flipslot_format::Manifest;
 
 /// What planning needs to know about a verified bundle, whatever its format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,16 +16,6 @@ pub struct BundleFacts {
     pub version: String,
     /// The slot class of each image, in bundle order.
     pub classes: Vec<String>,
-}
-
-impl From<&Manifest> for BundleFacts {
-    fn from(m: &Manifest) -> Self {
-        BundleFacts {
-            compatible: m.compatible.clone(),
-            version: m.version.to_string(),
-            classes: m.images.iter().map(|i| i.class.clone()).collect(),
-        }
-    }
 }
 
 /// Reads a version the way versions are written in practice: semver, or one to three

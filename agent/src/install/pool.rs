@@ -1,8 +1,10 @@
-//! The install pipelines' one buffer pool: a fixed number of aligned buffers that travel
-//! between the reader, checker and writer threads and come back over a channel, so memory
-//! stays bounded whatever the image size.
+//! What the install pipelines of both formats share: the one buffer pool (a fixed number
+//! of aligned buffers that travel between the reader, checker and writer threads and come
+//! back over a channel, so memory stays bounded whatever the image size) and the one
+//! aligned write of a checked chunk into a slot.
 
-use crate::slot::device::AlignedBuf;
+use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
+use anyhow::{Context, Result};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// `count` buffers of `len` bytes: the sender returns a buffer to the pool, the receiver
@@ -17,6 +19,35 @@ pub(crate) fn buffer_pool(
         free_tx.send(AlignedBuf::new(len)).ok();
     }
     (free_tx, free_rx)
+}
+
+/// Writes one verified chunk at `pos`, padding a short last chunk with zeros to a 4 KiB
+/// boundary when the device has room (so the write can use direct I/O).
+pub(crate) fn write_chunk(
+    dev: &mut dyn SlotDevice,
+    dev_size: u64,
+    pos: u64,
+    buf: &AlignedBuf,
+    len: usize,
+) -> Result<()> {
+    let padded = len.next_multiple_of(IO_ALIGN);
+    let padded_buf;
+    let data = if padded != len && pos + padded as u64 <= dev_size {
+        // Only the short last chunk: copy once into a zero-filled aligned buffer.
+        let mut b = AlignedBuf::new(padded);
+        b.as_mut_slice()[..len].copy_from_slice(&buf.as_slice()[..len]);
+        padded_buf = b;
+        padded_buf.as_slice()
+    } else {
+        &buf.as_slice()[..len]
+    };
+    dev.write_at(pos, data).with_context(|| {
+        format!(
+            "writing {} bytes to {} at offset {pos}",
+            data.len(),
+            dev.path().display()
+        )
+    })
 }
 
 #[cfg(test)]

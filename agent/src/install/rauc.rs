@@ -1,7 +1,9 @@
-//! Streams an image from a plain reader into a slot while hashing it, and reads a slot
-//! back against a whole-image SHA-256. Used for RAUC bundles, whose images are files in
-//! the bundle's squashfs with one SHA-256 each in the signed manifest (flipslot's own
-//! bundles use the per-chunk pipeline in [`crate::install::fsb`]).
+//! Installing a RAUC bundle (`.raucb`): [`install_rauc`] checks it against a
+//! [`RaucTrust`] and hands a `RaucWriter` to the shared steps. The writer streams an image
+//! from a plain reader into a slot while hashing it, and reads a slot back against a
+//! whole-image SHA-256: a RAUC bundle's images are files in its squashfs with one SHA-256
+//! each in the signed manifest (flipslot's own bundles use the per-chunk pipeline in
+//! [`crate::install::fsb`]).
 //!
 //! Three threads over a pool of four 1 MiB aligned buffers: the caller's thread reads
 //! (decompressing and, for verity bundles, checking blocks against the hash tree), one
@@ -15,9 +17,158 @@ use anyhow::{anyhow, bail, Context, Result};
 use flipslot_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
-use crate::install::fsb::write_chunk;
-use crate::install::pool::buffer_pool;
+use crate::install::plan::Target;
+use crate::install::pool::{buffer_pool, write_chunk};
+use crate::install::{
+    steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
+    Verified, VerifiedImage,
+};
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
+use flipslot_format::source::ByteSource;
+use flipslot_rauc::bundle::RaucBundle;
+
+/// The X.509 trust a RAUC bundle is checked against.
+#[derive(Debug)]
+pub struct RaucTrust<'a> {
+    /// Trusted certificates.
+    pub store: &'a flipslot_rauc::x509::TrustStore,
+    /// Purpose, partial chains, allowed signers, signing time.
+    pub options: &'a flipslot_rauc::x509::VerifyOptions,
+    /// Which bundle formats are accepted.
+    pub formats: flipslot_rauc::bundle::AllowedFormats,
+}
+
+/// Installs the RAUC bundle (`.raucb`) read from `source`, with the same steps and
+/// guarantees as [`crate::install::install`]: its CMS signature (and hash tree) is verified against
+/// `trust` before anything is parsed, each image's SHA-256 is checked as it is written
+/// and again on read-back, and the slot is activated only after all of that.
+pub fn install_rauc<S: ByteSource + Send>(
+    env: &mut InstallEnv<'_>,
+    trust: &RaucTrust<'_>,
+    source: S,
+    opts: &InstallOptions,
+    progress: &mut dyn Progress,
+) -> Result<InstallOutcome> {
+    let what = source.describe();
+    let local = source.rereads_are_cheap();
+    let now = env.clock.now_unix();
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let mut bundle = RaucBundle::open(
+        source,
+        trust.store,
+        trust.options,
+        trust.formats,
+        now,
+        &mut |d, n| progress.update("verify signature", d, n),
+    )
+    .with_context(|| format!("bundle {what} rejected"))?;
+    if local && bundle.is_verity() {
+        // A local file is cheap to read twice: check every block now, so a damaged
+        // bundle is refused before the target slot is touched. (Streamed bundles are
+        // checked block by block as they are written; the target stays marked bad.)
+        bundle
+            .verify_payload(&mut |d, n| progress.update("verify payload", d, n))
+            .with_context(|| format!("bundle {what} rejected"))?;
+    }
+    log::info!(
+        "bundle {what}: {} bundle signed by {}",
+        bundle.manifest().format.as_str(),
+        bundle.signer().subject
+    );
+    let mut writer = RaucWriter {
+        bundle: &mut bundle,
+    };
+    steps::run(env, &what, &mut writer, opts, progress)
+}
+
+/// Writes the images of a verified RAUC bundle, each checked against its SHA-256 in the
+/// signed manifest.
+struct RaucWriter<'b, S: ByteSource + Send> {
+    bundle: &'b mut RaucBundle<S>,
+}
+
+impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
+    fn verified(&self) -> Verified {
+        let m = self.bundle.manifest();
+        Verified {
+            compatible: m.compatible.clone(),
+            version: m.version.clone().unwrap_or_default(),
+            images: m
+                .images
+                .iter()
+                .map(|i| VerifiedImage {
+                    class: i.class.clone(),
+                    size: i.size,
+                    sha256: i.sha256,
+                })
+                .collect(),
+            manifest_sha256: self.bundle.manifest_sha256(),
+        }
+    }
+
+    fn write(
+        &mut self,
+        t: &Target,
+        dev: &mut dyn SlotDevice,
+        opts: &InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<InstalledImage> {
+        let img = self.bundle.manifest().images[t.image].clone();
+        let phase = format!("write {}", t.slot.name);
+        // The bytes come through the bundle's checks (every verity block against the
+        // tree, every plain block against the hashes taken with the signature), so they
+        // are the signed ones. The manifest's SHA-256 is still checked once: on read-back,
+        // or, without read-back, while writing.
+        let hash_now = !opts.read_back;
+        let mut result: Option<Result<Option<flipslot_format::Sha256Digest>>> = None;
+        self.bundle
+            .with_image_reader(t.image, |r| {
+                result = Some(write_from_reader(
+                    r,
+                    img.size,
+                    &img.filename,
+                    &mut *dev,
+                    hash_now,
+                    &mut |d, n| progress.update(&phase, d, n),
+                ));
+                Ok(())
+            })
+            .with_context(|| format!("cannot read image {} from the bundle", img.filename))?;
+        if let Some(got) = result.context("the image was not read")?? {
+            if got != img.sha256 {
+                bail!(
+                    "image {} has sha256 {}, but the signed manifest says {}",
+                    img.filename,
+                    got.to_hex(),
+                    img.sha256.to_hex()
+                );
+            }
+        }
+        dev.sync()
+            .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
+        if opts.read_back {
+            let phase = format!("read-back {}", t.slot.name);
+            verify_sha256(dev, img.size, &img.sha256, &mut |d, n| {
+                progress.update(&phase, d, n)
+            })
+            .with_context(|| {
+                format!(
+                    "read-back of slot {} ({}) does not match the image",
+                    t.slot.name,
+                    dev.path().display()
+                )
+            })?;
+        }
+        Ok(InstalledImage {
+            class: img.class.clone(),
+            slot: t.slot.name.clone(),
+            device: t.slot.device.clone(),
+            size: img.size,
+            sha256: img.sha256,
+            io: Some(dev.io_mode()),
+        })
+    }
+}
 
 /// Bytes per buffer.
 const CHUNK: usize = 1 << 20;

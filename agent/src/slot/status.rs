@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use flipslot_format::Sha256Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::slot::SlotHistory;
@@ -71,12 +72,12 @@ pub struct SlotRecord {
     pub bundle_version: Option<String>,
     /// The bundle's compatible string.
     pub compatible: String,
-    /// SHA-256 of the signed manifest, hex.
+    /// SHA-256 of the signed manifest (a hex string in the file).
     #[serde(default)]
-    pub manifest_sha256: Option<String>,
-    /// SHA-256 of the image as written, hex.
+    pub manifest_sha256: Option<Sha256Digest>,
+    /// SHA-256 of the image as written (a hex string in the file).
     #[serde(default)]
-    pub image_sha256: Option<String>,
+    pub image_sha256: Option<Sha256Digest>,
     /// When the install finished (unix seconds).
     #[serde(default)]
     pub installed_at: Option<u64>,
@@ -247,7 +248,7 @@ mod tests {
         SlotRecord {
             bundle_version: Some("1.2.3".into()),
             compatible: "acme-gateway".into(),
-            manifest_sha256: Some("ab".repeat(32)),
+            manifest_sha256: Some(Sha256Digest([0xab; 32])),
             image_sha256: None,
             installed_at: Some(at),
             result,
@@ -264,7 +265,7 @@ mod tests {
       "bundle_version": "2.0.0",
       "compatible": "acme-gateway",
       "manifest_sha256": null,
-      "image_sha256": "00ff",
+      "image_sha256": "00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff",
       "installed_at": 1700000000,
       "result": "failed",
       "message": "write error at offset 4096"
@@ -289,6 +290,54 @@ mod tests {
         );
         assert_eq!(s.history("rootfs.0"), SlotHistory::default());
         assert_eq!(s.to_json().unwrap(), FORMAT1_FIXTURE);
+    }
+
+    /// A format-1 status file as written before digests were typed: a good install with a
+    /// committed trial, one that was rolled back, one interrupted, and the last rollback.
+    const FORMAT1_WRITTEN: &str = include_str!("../../tests/fixtures/status/format1.json");
+
+    #[test]
+    fn loads_a_status_file_with_hex_digests_and_writes_it_back_unchanged() {
+        let s = StatusFile::parse(FORMAT1_WRITTEN, Path::new("status.json")).unwrap();
+        let good = s.record("rootfs.0").unwrap();
+        assert_eq!(
+            good.manifest_sha256.map(|d| d.to_hex()).as_deref(),
+            Some("38767daa5c6388cfccb077cb282d5ed0d5dbb7c38ec76077f0d45b681e448740")
+        );
+        assert_eq!(
+            good.image_sha256.map(|d| d.to_hex()).as_deref(),
+            Some("4b393da51e7b02c77339f403c0331d613647acbdc03bca3456656d0d78ead438")
+        );
+        assert_eq!(good.trial.committed_at, Some(1_700_000_300));
+        let interrupted = s.record("appfs.1").unwrap();
+        assert_eq!(interrupted.result, InstallResult::Failed);
+        assert!(interrupted.manifest_sha256.is_some());
+        assert_eq!(interrupted.image_sha256, None);
+        assert_eq!(
+            s.record("rootfs.1").unwrap().manifest_sha256,
+            interrupted.manifest_sha256
+        );
+        assert_eq!(s.last_rollback.as_ref().unwrap().from_slot, "rootfs.1");
+        assert_eq!(s.to_json().unwrap(), FORMAT1_WRITTEN);
+    }
+
+    #[test]
+    fn digests_may_be_absent_but_not_malformed() {
+        let absent = r#"{"format": 1, "slots": {"rootfs.0":
+            {"compatible": "c", "result": "ok"}}}"#;
+        let s = StatusFile::parse(absent, Path::new("status.json")).unwrap();
+        let r = s.record("rootfs.0").unwrap();
+        assert_eq!((r.manifest_sha256, r.image_sha256), (None, None));
+
+        let bad = r#"{"format": 1, "slots": {"rootfs.0":
+            {"compatible": "c", "result": "ok", "image_sha256": "00ff"}}}"#;
+        let e = StatusFile::parse(bad, Path::new("/x/status.json")).unwrap_err();
+        assert!(matches!(e, StatusError::Corrupt { .. }));
+        assert!(
+            e.to_string().contains("/x/status.json")
+                && e.to_string().contains("64 hex digits, not 4 characters"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! SHA-256 digests as a value type that serializes as lower-case hex.
+//! SHA-256 digests as a value type. Its serde form, used by every JSON output and state
+//! file, is a string of 64 lower-case hex digits; reading accepts either case and refuses
+//! anything else with a [`ParseDigestError`] that says what was wrong.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+use std::str::FromStr;
 
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -19,11 +22,41 @@ impl Sha256Digest {
         hex::encode(self.0)
     }
 
-    /// Parses 64 hex characters.
+    /// Parses 64 hex characters (either case); `None` for anything else. [`str::parse`]
+    /// says what was wrong.
     pub fn from_hex(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
+/// Why a string is not a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseDigestError {
+    /// The string is not 64 characters long.
+    #[error("a sha256 is 64 hex digits, not {0} characters")]
+    Length(usize),
+    /// The string holds a character that is not a hex digit.
+    #[error("a sha256 is 64 hex digits, but character {index} is {found:?}")]
+    NotHex {
+        /// The 0-based position of the character.
+        index: usize,
+        /// The character found.
+        found: char,
+    },
+}
+
+impl FromStr for Sha256Digest {
+    type Err = ParseDigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((index, found)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit()) {
+            return Err(ParseDigestError::NotHex { index, found });
+        }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Self(out))
+        // Only hex digits remain, so the only possible failure is the length.
+        hex::decode_to_slice(s, &mut out).map_err(|_| ParseDigestError::Length(s.len()))?;
+        Ok(Self(out))
     }
 }
 
@@ -54,8 +87,7 @@ impl Serialize for Sha256Digest {
 impl<'de> Deserialize<'de> for Sha256Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Sha256Digest::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected 64 lower-case hex digits (sha256)"))
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -76,5 +108,67 @@ mod tests {
         let back: Sha256Digest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, d);
         assert!(serde_json::from_str::<Sha256Digest>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn serializes_as_a_lower_case_hex_string() {
+        let d = Sha256Digest([0xAB; 32]);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            format!("\"{}\"", "ab".repeat(32))
+        );
+        let some: Option<Sha256Digest> = Some(d);
+        assert_eq!(
+            serde_json::to_value(some).unwrap(),
+            serde_json::Value::String("ab".repeat(32))
+        );
+        let none: Option<Sha256Digest> = None;
+        assert_eq!(serde_json::to_string(&none).unwrap(), "null");
+    }
+
+    #[test]
+    fn reads_either_case() {
+        let upper: Sha256Digest =
+            serde_json::from_str(&format!("\"{}\"", "AB".repeat(32))).unwrap();
+        assert_eq!(upper, Sha256Digest([0xAB; 32]));
+        assert_eq!("Ab".repeat(32).parse(), Ok(upper));
+    }
+
+    #[test]
+    fn refuses_bad_hex_and_says_why() {
+        assert_eq!(
+            "00ff".parse::<Sha256Digest>(),
+            Err(ParseDigestError::Length(4))
+        );
+        assert_eq!(
+            "ab".repeat(33).parse::<Sha256Digest>(),
+            Err(ParseDigestError::Length(66))
+        );
+        let bad = format!("{}g{}", "a".repeat(10), "a".repeat(53));
+        assert_eq!(
+            bad.parse::<Sha256Digest>(),
+            Err(ParseDigestError::NotHex {
+                index: 10,
+                found: 'g'
+            })
+        );
+        assert_eq!(
+            "é".parse::<Sha256Digest>(),
+            Err(ParseDigestError::NotHex {
+                index: 0,
+                found: 'é'
+            })
+        );
+        assert_eq!(Sha256Digest::from_hex(""), None);
+
+        let e = serde_json::from_str::<Sha256Digest>("\"00ff\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a sha256 is 64 hex digits, not 4 characters"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<Sha256Digest>(&format!("\"{bad}\"")).unwrap_err();
+        assert!(e.to_string().contains("character 10 is 'g'"), "{e}");
+        assert!(serde_json::from_str::<Sha256Digest>("42").is_err());
     }
 }

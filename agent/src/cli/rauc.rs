@@ -16,9 +16,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
 use serde_json::{json, Value};
 
+use crate::bootloader::SlotBootState;
 use crate::host::paths::Root;
 use crate::install::InstallOptions;
-use crate::ops::{self, Agent, Mark};
+use crate::ops::{self, Agent, Mark, SlotState};
 use crate::slot::status::InstallResult;
 
 /// Whether the program was invoked under the name `rauc`.
@@ -259,7 +260,7 @@ pub fn status_json(agent: &Agent, detailed: bool) -> Result<Value> {
         .iter()
         .map(|s| {
             let cfg = agent.cfg.slot_by_name(&s.name);
-            let state = if s.state == "booted" {
+            let state = if s.state == SlotState::Booted {
                 "booted"
             } else if s.primary {
                 "active"
@@ -273,8 +274,8 @@ pub fn status_json(agent: &Agent, detailed: bool) -> Result<Value> {
                 "bootname": s.bootname,
                 "state": state,
                 "parent": null,
-                "mountpoint": if s.state == "booted" { json!("/") } else { Value::Null },
-                "boot_status": if s.boot_status == "bad" { "bad" } else { "good" },
+                "mountpoint": if s.state == SlotState::Booted { json!("/") } else { Value::Null },
+                "boot_status": if s.boot_status == SlotBootState::Bad { "bad" } else { "good" },
             });
             if detailed {
                 if let (Some(rec), Some(obj)) = (&s.installed, o.as_object_mut()) {

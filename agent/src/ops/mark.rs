@@ -4,8 +4,9 @@ use super::Agent;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-/// What `mark-*` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `mark-*` does (`good`, `bad` or `active` in JSON and text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mark {
     /// Commit.
     Good,
@@ -15,6 +16,23 @@ pub enum Mark {
     Active,
 }
 
+impl Mark {
+    /// The name in JSON and text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mark::Good => "good",
+            Mark::Bad => "bad",
+            Mark::Active => "active",
+        }
+    }
+}
+
+impl std::fmt::Display for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The result of a mark operation.
 #[derive(Debug, Clone, Serialize)]
 pub struct MarkOutcome {
@@ -22,8 +40,8 @@ pub struct MarkOutcome {
     pub slot: String,
     /// Its bootname.
     pub bootname: String,
-    /// `good`, `bad` or `active`.
-    pub mark: &'static str,
+    /// What was done.
+    pub mark: Mark,
     /// The primary slot afterwards.
     pub primary: Option<String>,
 }
@@ -32,11 +50,6 @@ pub struct MarkOutcome {
 /// or health run holds it: the slot it writes must not become primary half-written).
 pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
     let slot = agent.select_slot(which)?;
-    let name = match how {
-        Mark::Good => "good",
-        Mark::Bad => "bad",
-        Mark::Active => "active",
-    };
     if how == Mark::Active {
         agent
             .require_device(slot)
@@ -44,7 +57,7 @@ pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
     }
     let _lock = agent
         .lock()
-        .with_context(|| format!("cannot mark slot {} {name}", slot.name))?;
+        .with_context(|| format!("cannot mark slot {} {how}", slot.name))?;
     let mut bl = agent.bootloader()?;
     match how {
         Mark::Good => bl.mark_good(&slot.bootname)?,
@@ -58,7 +71,24 @@ pub fn mark(agent: &Agent, which: &str, how: Mark) -> Result<MarkOutcome> {
     Ok(MarkOutcome {
         slot: slot.name.clone(),
         bootname: slot.bootname.clone(),
-        mark: name,
+        mark: how,
         primary,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_names_in_json_and_text_agree() {
+        for (m, name) in [
+            (Mark::Good, "good"),
+            (Mark::Bad, "bad"),
+            (Mark::Active, "active"),
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), name);
+            assert_eq!(m.to_string(), name);
+        }
+    }
 }

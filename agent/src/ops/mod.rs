@@ -9,11 +9,12 @@ pub mod render;
 mod rollback;
 mod status;
 
-pub use health::{health, HealthEnv, HealthOutcome};
+pub use crate::health::verdict::{HealthAction, HealthEnv, HealthOutcome};
+pub use health::health;
 pub use install::{install_file, install_url};
 pub use mark::{mark, Mark, MarkOutcome};
 pub use rollback::{rollback, RollbackOutcome};
-pub use status::{status, SlotStatus, StatusReport};
+pub use status::{status, SlotState, SlotStatus, StatusReport};
 
 use crate::bootloader::{self, Bootloader};
 use crate::config::{Slot, SystemConfig};

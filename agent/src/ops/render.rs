@@ -5,7 +5,7 @@
 
 use crate::install::InstallOutcome;
 use crate::install::Progress;
-use crate::ops::StatusReport;
+use crate::ops::{HealthAction, StatusReport};
 use crate::slot::status::InstallResult;
 use flipslot_cli_support::progress::Reporter;
 use flipslot_format::timefmt::rfc3339;
@@ -44,7 +44,7 @@ pub fn status_text(r: &StatusReport) -> String {
     let mut s = format!(
         "compatible: {}\nbootloader: {}\nbooted:     {}\nprimary:    {}\n",
         r.compatible,
-        r.bootloader,
+        r.bootloader.as_str(),
         name_of(&r.booted),
         name_of(&r.primary)
     );
@@ -160,8 +160,8 @@ pub fn health_text(o: &crate::ops::HealthOutcome) -> String {
     }
     let slot = o.booted.as_deref().unwrap_or("none");
     s += &match o.action {
-        "committed" => format!("trial boot of slot {slot} passed: committed\n"),
-        "fallback" => format!(
+        HealthAction::Committed => format!("trial boot of slot {slot} passed: committed\n"),
+        HealthAction::Fallback => format!(
             "trial boot of slot {slot} failed: marked bad{}\n",
             if o.rebooting {
                 ", rebooting into the previous slot"
@@ -169,8 +169,8 @@ pub fn health_text(o: &crate::ops::HealthOutcome) -> String {
                 "; the previous slot boots next"
             }
         ),
-        "kept" => format!("slot {slot} kept ({} boot)\n", o.boot),
-        _ => format!("nothing to do ({})\n", o.boot),
+        HealthAction::Kept => format!("slot {slot} kept ({} boot)\n", o.boot),
+        HealthAction::None => format!("nothing to do ({})\n", o.boot),
     };
     s
 }

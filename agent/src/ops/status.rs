@@ -2,6 +2,7 @@
 
 use super::Agent;
 use crate::bootloader::SlotBootState;
+use crate::config::BootloaderKind;
 use crate::slot::status::{RollbackRecord, SlotRecord, StatusFile};
 use anyhow::Result;
 use serde::Serialize;
@@ -18,10 +19,10 @@ pub struct SlotStatus {
     pub bootname: String,
     /// Device path.
     pub device: PathBuf,
-    /// `booted` or `inactive`.
-    pub state: &'static str,
-    /// `good`, `bad` or `trying` as the bootloader sees it.
-    pub boot_status: &'static str,
+    /// Whether the system runs from it.
+    pub state: SlotState,
+    /// How the bootloader sees it.
+    pub boot_status: SlotBootState,
     /// Whether the bootloader will boot it next.
     pub primary: bool,
     /// The last install into it, if recorded.
@@ -37,7 +38,7 @@ pub struct StatusReport {
     /// The system's compatible.
     pub compatible: String,
     /// The bootloader backend.
-    pub bootloader: &'static str,
+    pub bootloader: BootloaderKind,
     /// The booted slot's name.
     pub booted: Option<String>,
     /// The primary slot's name.
@@ -51,11 +52,29 @@ pub struct StatusReport {
     pub config_notices: Vec<String>,
 }
 
-fn boot_status_str(s: SlotBootState) -> &'static str {
-    match s {
-        SlotBootState::Good => "good",
-        SlotBootState::Bad => "bad",
-        SlotBootState::Trying => "trying",
+/// Whether the system runs from a slot (`booted` or `inactive` in JSON and text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// The system booted from it.
+    Booted,
+    /// Any other slot.
+    Inactive,
+}
+
+impl SlotState {
+    /// The name in JSON and text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Booted => "booted",
+            SlotState::Inactive => "inactive",
+        }
+    }
+}
+
+impl std::fmt::Display for SlotState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -76,11 +95,11 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
             bootname: s.bootname.clone(),
             device: s.device.clone(),
             state: if booted.is_some_and(|b| b.name == s.name) {
-                "booted"
+                SlotState::Booted
             } else {
-                "inactive"
+                SlotState::Inactive
             },
-            boot_status: boot_status_str(ab.state(&s.bootname)),
+            boot_status: ab.state(&s.bootname),
             primary: primary_bn.as_deref() == Some(s.bootname.as_str()),
             installed: status.slots.get(&s.name).cloned(),
             device_exists: agent.device_exists(s) != Some(false),
@@ -88,7 +107,7 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
         .collect();
     Ok(StatusReport {
         compatible: agent.cfg.compatible.clone(),
-        bootloader: bl.name(),
+        bootloader: agent.cfg.bootloader,
         booted: booted.map(|s| s.name.clone()),
         primary: primary_bn
             .and_then(|bn| agent.cfg.slot_by_bootname(&bn))
@@ -97,4 +116,29 @@ pub fn status(agent: &Agent) -> Result<StatusReport> {
         last_rollback: status.last_rollback.clone(),
         config_notices: agent.config_notices(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_state_names_in_json_and_text_agree() {
+        for s in [SlotState::Booted, SlotState::Inactive] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        for b in [
+            SlotBootState::Good,
+            SlotBootState::Bad,
+            SlotBootState::Trying,
+        ] {
+            assert_eq!(serde_json::to_value(b).unwrap(), b.as_str());
+            assert_eq!(b.to_string(), b.as_str());
+        }
+        assert_eq!(
+            serde_json::to_value(BootloaderKind::Uboot).unwrap(),
+            BootloaderKind::Uboot.as_str()
+        );
+    }
 }

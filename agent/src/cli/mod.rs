@@ -7,7 +7,7 @@ use crate::daemon::client;
 use crate::host::paths::{self, Root};
 use crate::install::InstallOptions;
 use crate::net::{HttpOptions, RetryPolicy, StallPolicy};
-use crate::ops::{self, Agent, Mark};
+use crate::ops::{self, render, Agent, Mark};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
@@ -289,7 +289,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&report)?;
             } else {
-                print!("{}", crate::ops::render::status_text(&report));
+                print!("{}", render::status_text(&report));
             }
         }
         Command::Install {
@@ -338,16 +338,10 @@ pub fn run() -> Result<()> {
             progress.finish();
             let out = out?;
             if json {
-                let mut v = serde_json::to_value(&out)?;
-                v["v"] = 1.into();
-                v["event"] = "done".into();
-                v["seconds"] = started.elapsed().as_secs_f64().into();
+                let v = render::install_done_json(&out, started.elapsed())?;
                 println!("{}", serde_json::to_string(&v)?);
             } else {
-                println!(
-                    "{}",
-                    crate::ops::render::install_summary(&out, started.elapsed())
-                );
+                println!("{}", render::install_summary(&out, started.elapsed()));
             }
         }
         Command::Health { no_reboot, json } => {
@@ -374,7 +368,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&out)?;
             } else {
-                print!("{}", crate::ops::render::health_text(&out));
+                print!("{}", render::health_text(&out));
             }
             if out.rebooting {
                 use crate::health::host::Rebooter;
@@ -416,18 +410,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&out)?;
             } else {
-                println!(
-                    "slot {} ({}, version {}) will boot next instead of {}{}",
-                    out.to_slot,
-                    out.to_bootname,
-                    out.to_version.as_deref().unwrap_or("unknown"),
-                    out.from_slot,
-                    if reboot {
-                        "; rebooting"
-                    } else {
-                        "; reboot to switch"
-                    }
-                );
+                print!("{}", render::rollback_text(&out, reboot));
             }
             if reboot {
                 use crate::health::host::Rebooter;
@@ -466,10 +449,7 @@ fn install_via_daemon(mut c: client::Client, req: &serde_json::Value, json: bool
     if !json {
         let out: crate::install::InstallOutcome = serde_json::from_value(done)
             .context("the daemon's done line is not an install outcome")?;
-        println!(
-            "{}",
-            crate::ops::render::install_summary(&out, started.elapsed())
-        );
+        println!("{}", render::install_summary(&out, started.elapsed()));
     }
     Ok(())
 }
@@ -479,13 +459,7 @@ fn mark(agent: &Agent, args: MarkArgs, how: Mark) -> Result<()> {
     if args.json {
         print_json(&out)?;
     } else {
-        println!(
-            "marked slot {} ({}) {}; primary is now {}",
-            out.slot,
-            out.bootname,
-            out.mark,
-            out.primary.as_deref().unwrap_or("none")
-        );
+        print!("{}", render::mark_text(&out));
     }
     Ok(())
 }

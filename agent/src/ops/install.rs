@@ -8,6 +8,7 @@ use crate::net::{HttpOptions, HttpSource};
 use crate::slot::device::HostDevices;
 use anyhow::{bail, Context, Result};
 use flipslot_format::source::{ByteSource, FileSource};
+use flipslot_rauc::bundle::BundleKind;
 use std::path::Path;
 
 /// Installs a bundle file, holding the install lock. The file is opened first, so that
@@ -24,16 +25,16 @@ pub fn install_file(
     // A file too short for the magic is left to the flipslot reader, which says how it
     // is truncated.
     let mut head = [0u8; 8];
-    let rauc = match source.read_exact_at(0, &mut head) {
-        Ok(()) => flipslot_rauc::bundle::is_rauc_candidate(&head, &bundle.to_string_lossy()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+    let kind = match source.read_exact_at(0, &mut head) {
+        Ok(()) => BundleKind::detect(&head, &bundle.to_string_lossy()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => BundleKind::Flipslot,
         Err(e) => {
             return Err(
                 anyhow::Error::new(e).context(format!("cannot read bundle {}", bundle.display()))
             )
         }
     };
-    install_source(agent, source, rauc, opts, progress)
+    install_source(agent, source, kind, opts, progress)
 }
 
 /// Installs a bundle from an `http://` or `https://` URL, holding the install lock. The
@@ -48,18 +49,14 @@ pub fn install_url(
     let _lock = agent.lock()?;
     let source = HttpSource::open(url, http).context("cannot open bundle")?;
     // Told apart by name, so the stream is opened once (RAUC bundles are `.raucb`).
-    let rauc = url
-        .split(['?', '#'])
-        .next()
-        .is_some_and(|p| p.ends_with(".raucb"));
-    install_source(agent, source, rauc, opts, progress)
+    install_source(agent, source, BundleKind::from_name(url), opts, progress)
 }
 
 /// The install pipeline over any source; the caller holds the lock.
 fn install_source<S: ByteSource + Send>(
     agent: &Agent,
     source: S,
-    rauc: bool,
+    kind: BundleKind,
     opts: &InstallOptions,
     progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
@@ -77,26 +74,29 @@ fn install_source<S: ByteSource + Send>(
         clock: &SystemClock,
         status_path: agent.status_path(),
     };
-    if rauc {
-        if opts.expected_manifest_sha256.is_some() {
-            bail!(
-                "bundle {} is a RAUC bundle; signed channels name flipslot bundles only",
-                source.describe()
-            );
+    match kind {
+        BundleKind::Rauc => {
+            if opts.expected_manifest_sha256.is_some() {
+                bail!(
+                    "bundle {} is a RAUC bundle; signed channels name flipslot bundles only",
+                    source.describe()
+                );
+            }
+            let (store, options) = agent.x509_trust()?;
+            let k = &agent.cfg.rauc_bundles;
+            let trust = install::RaucTrust {
+                store: &store,
+                options: &options,
+                formats: flipslot_rauc::bundle::AllowedFormats {
+                    plain: k.plain,
+                    verity: k.verity,
+                },
+            };
+            install::install_rauc(&mut env, &trust, source, opts, progress)
         }
-        let (store, options) = agent.x509_trust()?;
-        let k = &agent.cfg.rauc_bundles;
-        let trust = install::RaucTrust {
-            store: &store,
-            options: &options,
-            formats: flipslot_rauc::bundle::AllowedFormats {
-                plain: k.plain,
-                verity: k.verity,
-            },
-        };
-        install::install_rauc(&mut env, &trust, source, opts, progress)
-    } else {
-        let keyring = agent.keyring()?;
-        install::install(&mut env, &keyring, source, opts, progress)
+        BundleKind::Flipslot => {
+            let keyring = agent.keyring()?;
+            install::install(&mut env, &keyring, source, opts, progress)
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! The `flipslot` command line: argument parsing and output formatting. Every subcommand
-//! is one call into [`crate::ops`].
+//! The command lines: [`main`] picks `flipslot`'s (here) or the `rauc` drop-in's
+//! ([`rauc`]) from the name the binary was invoked under, then parses the arguments and
+//! dispatches. Every subcommand is one call into [`crate::ops`]; what it prints comes from
+//! [`crate::ops::render`].
 
 pub mod rauc;
 
@@ -11,7 +13,8 @@ use crate::ops::{self, render, Agent, Mark};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// flipslot: installs signed images into the inactive A/B slot and manages which slot boots.
@@ -255,9 +258,43 @@ pub struct MarkArgs {
     pub json: bool,
 }
 
-/// Parses the arguments and runs the command.
-pub fn run() -> Result<()> {
-    let mut cli = Cli::parse();
+/// Which command line the binary answers, told by the name it was invoked under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    /// `flipslot`'s own ([`Cli`]).
+    Flipslot,
+    /// The `rauc` drop-in ([`rauc::RaucCli`]), when invoked as `rauc` (a symlink).
+    Rauc,
+}
+
+impl Personality {
+    /// The personality for `argv0`, the program name (a path or a bare name).
+    pub fn from_argv0(argv0: Option<&OsStr>) -> Personality {
+        match argv0.and_then(|a| Path::new(a).file_name()) {
+            Some(name) if name == "rauc" => Personality::Rauc,
+            _ => Personality::Flipslot,
+        }
+    }
+}
+
+/// The binary's entry point: runs the command line named by argv[0] with the process
+/// arguments.
+pub fn main() -> Result<()> {
+    run_from(std::env::args_os())
+}
+
+/// Runs the command line that `args` (the first is the program name) asks for.
+pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    match Personality::from_argv0(args.first().map(OsString::as_os_str)) {
+        Personality::Flipslot => run_flipslot(args),
+        Personality::Rauc => rauc::run_from(args),
+    }
+}
+
+/// Parses `flipslot`'s arguments and runs the command.
+fn run_flipslot(args: Vec<OsString>) -> Result<()> {
+    let mut cli = Cli::parse_from(args);
     // Paths given on the command line are relative to the working directory, not to
     // --root (which only applies to the paths inside the config).
     let config = match &cli.config {
@@ -481,4 +518,33 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn argv0_picks_the_command_line() {
+        let p = |s: &str| Personality::from_argv0(Some(OsStr::new(s)));
+        assert_eq!(p("rauc"), Personality::Rauc);
+        assert_eq!(p("/usr/bin/rauc"), Personality::Rauc);
+        assert_eq!(p("./rauc"), Personality::Rauc);
+        assert_eq!(p("flipslot"), Personality::Flipslot);
+        assert_eq!(p("/usr/bin/flipslot"), Personality::Flipslot);
+        assert_eq!(p("/usr/lib/rauc/flipslot"), Personality::Flipslot);
+        assert_eq!(p("rauc-helper"), Personality::Flipslot);
+        assert_eq!(Personality::from_argv0(None), Personality::Flipslot);
+    }
+
+    #[test]
+    fn flipslot_parser_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rauc_parser_is_consistent() {
+        rauc::RaucCli::command().debug_assert();
+    }
 }

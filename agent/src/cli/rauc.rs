@@ -1,6 +1,6 @@
-//! The `rauc` drop-in: when the binary is invoked as `rauc` (a symlink to `flipslot`),
-//! it answers the common subset of RAUC's command line, so scripts written for RAUC keep
-//! working: `install`, `info`, `status [--detailed] [--output-format=…]` and
+//! The `rauc` drop-in: when the binary is invoked as `rauc` (a symlink to `flipslot`, see
+//! [`super::Personality`]), it answers the common subset of RAUC's command line, so
+//! scripts written for RAUC keep working: `install`, `info`, `status [--detailed] [--output-format=…]` and
 //! `status mark-good|mark-bad|mark-active [booted|other|SLOT]`.
 //!
 //! Output follows RAUC 1.8: the JSON of `status` has RAUC's shape (`slots` is an array
@@ -19,11 +19,6 @@ use crate::host::paths::Root;
 use crate::install::InstallOptions;
 use crate::ops::render::rauc as render;
 use crate::ops::{self, Agent, Mark};
-
-/// Whether the program was invoked under the name `rauc`.
-pub fn invoked_as_rauc(argv0: &OsString) -> bool {
-    Path::new(argv0).file_name().is_some_and(|n| n == "rauc")
-}
 
 /// RAUC's output formats (`shell` is not supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,11 +120,6 @@ fn config_path(conf: Option<&Path>, root: &Root) -> Result<PathBuf> {
         }
         None => Ok(crate::cli::default_config(root)),
     }
-}
-
-/// Runs the drop-in with the process arguments.
-pub fn run() -> Result<()> {
-    run_from(std::env::args_os())
 }
 
 /// Runs the drop-in with `args` (the first is the program name).

@@ -277,7 +277,7 @@ impl Personality {
     }
 }
 
-/// The binary's entry point: runs the command line named by argv[0] with the process
+/// The binary's entry point: runs the command line named by `argv[0]` with the process
 /// arguments.
 pub fn main() -> Result<()> {
     run_from(std::env::args_os())

@@ -1,16 +1,9 @@
-//! The `flipslot` binary: logging, then one call into the library.
+//! The `flipslot` binary (also the `rauc` drop-in, through a symlink): logging, then one
+//! call into the library, which picks the command line from argv[0].
 
 fn main() {
     flipslot_cli_support::logger::init();
-    let as_rauc = std::env::args_os()
-        .next()
-        .is_some_and(|a| flipslot::cli::rauc::invoked_as_rauc(&a));
-    let result = if as_rauc {
-        flipslot::cli::rauc::run()
-    } else {
-        flipslot::cli::run()
-    };
-    if let Err(e) = result {
+    if let Err(e) = flipslot::cli::main() {
         eprintln!("error: {}", flipslot_cli_support::error_chain(&e));
         std::process::exit(1);
     }

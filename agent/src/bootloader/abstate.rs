@@ -38,6 +38,23 @@ pub enum SlotBootState {
     Trying,
 }
 
+impl SlotBootState {
+    /// The name in JSON and text (`good`, `bad`, `trying`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotBootState::Good => "good",
+            SlotBootState::Bad => "bad",
+            SlotBootState::Trying => "trying",
+        }
+    }
+}
+
+impl std::fmt::Display for SlotBootState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `ORDER` plus the `OK`/`TRY` flags of every known bootname.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AbState {

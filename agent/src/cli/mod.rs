@@ -1,5 +1,7 @@
-//! The `flipslot` command line: argument parsing and output formatting. Every subcommand
-//! is one call into [`crate::ops`].
+//! The command lines: [`main`] picks `flipslot`'s (here) or the `rauc` drop-in's
+//! ([`rauc`]) from the name the binary was invoked under, then parses the arguments and
+//! dispatches. Every subcommand is one call into [`crate::ops`]; what it prints comes from
+//! [`crate::ops::render`].
 
 pub mod rauc;
 
@@ -7,11 +9,12 @@ use crate::daemon::client;
 use crate::host::paths::{self, Root};
 use crate::install::InstallOptions;
 use crate::net::{HttpOptions, RetryPolicy, StallPolicy};
-use crate::ops::{self, Agent, Mark};
+use crate::ops::{self, render, Agent, Mark};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// flipslot: installs signed images into the inactive A/B slot and manages which slot boots.
@@ -255,9 +258,43 @@ pub struct MarkArgs {
     pub json: bool,
 }
 
-/// Parses the arguments and runs the command.
-pub fn run() -> Result<()> {
-    let mut cli = Cli::parse();
+/// Which command line the binary answers, told by the name it was invoked under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    /// `flipslot`'s own ([`Cli`]).
+    Flipslot,
+    /// The `rauc` drop-in ([`rauc::RaucCli`]), when invoked as `rauc` (a symlink).
+    Rauc,
+}
+
+impl Personality {
+    /// The personality for `argv0`, the program name (a path or a bare name).
+    pub fn from_argv0(argv0: Option<&OsStr>) -> Personality {
+        match argv0.and_then(|a| Path::new(a).file_name()) {
+            Some(name) if name == "rauc" => Personality::Rauc,
+            _ => Personality::Flipslot,
+        }
+    }
+}
+
+/// The binary's entry point: runs the command line named by `argv[0]` with the process
+/// arguments.
+pub fn main() -> Result<()> {
+    run_from(std::env::args_os())
+}
+
+/// Runs the command line that `args` (the first is the program name) asks for.
+pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    match Personality::from_argv0(args.first().map(OsString::as_os_str)) {
+        Personality::Flipslot => run_flipslot(args),
+        Personality::Rauc => rauc::run_from(args),
+    }
+}
+
+/// Parses `flipslot`'s arguments and runs the command.
+fn run_flipslot(args: Vec<OsString>) -> Result<()> {
+    let mut cli = Cli::parse_from(args);
     // Paths given on the command line are relative to the working directory, not to
     // --root (which only applies to the paths inside the config).
     let config = match &cli.config {
@@ -289,7 +326,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&report)?;
             } else {
-                print!("{}", crate::ops::render::status_text(&report));
+                print!("{}", render::status_text(&report));
             }
         }
         Command::Install {
@@ -338,16 +375,10 @@ pub fn run() -> Result<()> {
             progress.finish();
             let out = out?;
             if json {
-                let mut v = serde_json::to_value(&out)?;
-                v["v"] = 1.into();
-                v["event"] = "done".into();
-                v["seconds"] = started.elapsed().as_secs_f64().into();
+                let v = render::install_done_json(&out, started.elapsed())?;
                 println!("{}", serde_json::to_string(&v)?);
             } else {
-                println!(
-                    "{}",
-                    crate::ops::render::install_summary(&out, started.elapsed())
-                );
+                println!("{}", render::install_summary(&out, started.elapsed()));
             }
         }
         Command::Health { no_reboot, json } => {
@@ -374,7 +405,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&out)?;
             } else {
-                print!("{}", crate::ops::render::health_text(&out));
+                print!("{}", render::health_text(&out));
             }
             if out.rebooting {
                 use crate::health::host::Rebooter;
@@ -416,18 +447,7 @@ pub fn run() -> Result<()> {
             if json {
                 print_json(&out)?;
             } else {
-                println!(
-                    "slot {} ({}, version {}) will boot next instead of {}{}",
-                    out.to_slot,
-                    out.to_bootname,
-                    out.to_version.as_deref().unwrap_or("unknown"),
-                    out.from_slot,
-                    if reboot {
-                        "; rebooting"
-                    } else {
-                        "; reboot to switch"
-                    }
-                );
+                print!("{}", render::rollback_text(&out, reboot));
             }
             if reboot {
                 use crate::health::host::Rebooter;
@@ -466,10 +486,7 @@ fn install_via_daemon(mut c: client::Client, req: &serde_json::Value, json: bool
     if !json {
         let out: crate::install::InstallOutcome = serde_json::from_value(done)
             .context("the daemon's done line is not an install outcome")?;
-        println!(
-            "{}",
-            crate::ops::render::install_summary(&out, started.elapsed())
-        );
+        println!("{}", render::install_summary(&out, started.elapsed()));
     }
     Ok(())
 }
@@ -479,13 +496,7 @@ fn mark(agent: &Agent, args: MarkArgs, how: Mark) -> Result<()> {
     if args.json {
         print_json(&out)?;
     } else {
-        println!(
-            "marked slot {} ({}) {}; primary is now {}",
-            out.slot,
-            out.bootname,
-            out.mark,
-            out.primary.as_deref().unwrap_or("none")
-        );
+        print!("{}", render::mark_text(&out));
     }
     Ok(())
 }
@@ -507,4 +518,33 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn argv0_picks_the_command_line() {
+        let p = |s: &str| Personality::from_argv0(Some(OsStr::new(s)));
+        assert_eq!(p("rauc"), Personality::Rauc);
+        assert_eq!(p("/usr/bin/rauc"), Personality::Rauc);
+        assert_eq!(p("./rauc"), Personality::Rauc);
+        assert_eq!(p("flipslot"), Personality::Flipslot);
+        assert_eq!(p("/usr/bin/flipslot"), Personality::Flipslot);
+        assert_eq!(p("/usr/lib/rauc/flipslot"), Personality::Flipslot);
+        assert_eq!(p("rauc-helper"), Personality::Flipslot);
+        assert_eq!(Personality::from_argv0(None), Personality::Flipslot);
+    }
+
+    #[test]
+    fn flipslot_parser_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rauc_parser_is_consistent() {
+        rauc::RaucCli::command().debug_assert();
+    }
 }

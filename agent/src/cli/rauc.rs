@@ -1,6 +1,6 @@
-//! The `rauc` drop-in: when the binary is invoked as `rauc` (a symlink to `flipslot`),
-//! it answers the common subset of RAUC's command line, so scripts written for RAUC keep
-//! working: `install`, `info`, `status [--detailed] [--output-format=…]` and
+//! The `rauc` drop-in: when the binary is invoked as `rauc` (a symlink to `flipslot`, see
+//! [`super::Personality`]), it answers the common subset of RAUC's command line, so
+//! scripts written for RAUC keep working: `install`, `info`, `status [--detailed] [--output-format=…]` and
 //! `status mark-good|mark-bad|mark-active [booted|other|SLOT]`.
 //!
 //! Output follows RAUC 1.8: the JSON of `status` has RAUC's shape (`slots` is an array
@@ -14,17 +14,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use flipslot_cli_support::progress::{ProgressMode, Reporter};
-use serde_json::{json, Value};
 
 use crate::host::paths::Root;
 use crate::install::InstallOptions;
+use crate::ops::render::rauc as render;
 use crate::ops::{self, Agent, Mark};
-use crate::slot::status::InstallResult;
-
-/// Whether the program was invoked under the name `rauc`.
-pub fn invoked_as_rauc(argv0: &OsString) -> bool {
-    Path::new(argv0).file_name().is_some_and(|n| n == "rauc")
-}
 
 /// RAUC's output formats (`shell` is not supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,11 +122,6 @@ fn config_path(conf: Option<&Path>, root: &Root) -> Result<PathBuf> {
     }
 }
 
-/// Runs the drop-in with the process arguments.
-pub fn run() -> Result<()> {
-    run_from(std::env::args_os())
-}
-
 /// Runs the drop-in with `args` (the first is the program name).
 pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
     let cli = RaucCli::parse_from(args);
@@ -165,7 +154,7 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
                     .with_context(|| format!("cannot resolve {}", bundle.display()))?;
                 ops::install_file(&agent, &path, &opts, &mut progress)?;
             }
-            println!("Installing `{name}` succeeded");
+            print!("{}", render::install_text(&name));
         }
         RaucCommand::Info {
             output_format,
@@ -199,7 +188,7 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             )?;
             let v = flipslot_rauc::bundle::info_json(b.manifest());
             match output_format {
-                OutputFormat::Readable => print!("{}", info_text(&v)),
+                OutputFormat::Readable => print!("{}", render::info_text(&v)),
                 OutputFormat::Json => println!("{v}"),
                 OutputFormat::JsonPretty => println!("{}", serde_json::to_string_pretty(&v)?),
             }
@@ -216,9 +205,10 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
                     if slot.is_some() {
                         bail!("too many arguments");
                     }
-                    let v = status_json(&agent, detailed)?;
+                    let report = ops::status(&agent)?;
+                    let v = render::status_json(&report, &agent.cfg, detailed);
                     match output_format {
-                        OutputFormat::Readable => print!("{}", status_text(&v)),
+                        OutputFormat::Readable => print!("{}", render::status_text(&v)),
                         OutputFormat::Json => println!("{v}"),
                         OutputFormat::JsonPretty => {
                             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -234,133 +224,10 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
                     };
                     let which = slot.as_deref().unwrap_or("booted");
                     let out = ops::mark(&agent, which, how).map_err(|e| e.context("rauc mark"))?;
-                    match how {
-                        Mark::Good => println!("rauc status: marked slot {} as good", out.slot),
-                        Mark::Bad => println!("rauc status: marked slot {} as bad", out.slot),
-                        Mark::Active => println!("rauc status: activated slot {}", out.slot),
-                    }
+                    print!("{}", render::mark_text(how, &out.slot));
                 }
             }
         }
     }
     Ok(())
-}
-
-/// `rauc status --output-format=json` for this system, in RAUC 1.8's shape.
-pub fn status_json(agent: &Agent, detailed: bool) -> Result<Value> {
-    let report = ops::status(agent)?;
-    let booted_bootname = report
-        .booted
-        .as_deref()
-        .and_then(|n| agent.cfg.slot_by_name(n))
-        .map(|s| s.bootname.clone());
-    let slots: Vec<Value> = report
-        .slots
-        .iter()
-        .map(|s| {
-            let cfg = agent.cfg.slot_by_name(&s.name);
-            let state = if s.state == "booted" {
-                "booted"
-            } else if s.primary {
-                "active"
-            } else {
-                "inactive"
-            };
-            let mut o = json!({
-                "class": s.class,
-                "device": s.device.display().to_string(),
-                "type": cfg.map_or("raw", |c| c.slot_type.as_str()),
-                "bootname": s.bootname,
-                "state": state,
-                "parent": null,
-                "mountpoint": if s.state == "booted" { json!("/") } else { Value::Null },
-                "boot_status": if s.boot_status == "bad" { "bad" } else { "good" },
-            });
-            if detailed {
-                if let (Some(rec), Some(obj)) = (&s.installed, o.as_object_mut()) {
-                    let mut st = json!({
-                        "bundle": {
-                            "compatible": rec.compatible,
-                            "version": rec.bundle_version,
-                        },
-                        "status": if rec.result == InstallResult::Ok { "ok" } else { "failed" },
-                    });
-                    if let (Some(sha), Some(o2)) = (&rec.image_sha256, st.as_object_mut()) {
-                        o2.insert("checksum".into(), json!({ "sha256": sha }));
-                    }
-                    if let (Some(t), Some(o2)) = (rec.installed_at, st.as_object_mut()) {
-                        o2.insert(
-                            "installed".into(),
-                            json!({ "timestamp": flipslot_format::timefmt::rfc3339(t) }),
-                        );
-                    }
-                    obj.insert("slot_status".into(), st);
-                }
-            }
-            json!({ s.name.clone(): o })
-        })
-        .collect();
-    Ok(json!({
-        "compatible": report.compatible,
-        "variant": "",
-        "booted": booted_bootname,
-        "boot_primary": report.primary,
-        "slots": slots,
-    }))
-}
-
-fn status_text(v: &Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
-    let mut out = format!(
-        "=== System Info ===\nCompatible:  {}\nVariant:     {}\nBooted from: {}\n\n\
-         === Bootloader ===\nActivated: {}\n\n=== Slot States ===\n",
-        s("compatible"),
-        s("variant"),
-        s("booted"),
-        s("boot_primary"),
-    );
-    for slot in v["slots"].as_array().into_iter().flatten() {
-        if let Some((name, o)) = slot.as_object().and_then(|m| m.iter().next()) {
-            let g = |k: &str| o[k].as_str().unwrap_or("-").to_string();
-            let mark = if g("state") == "booted" { "x" } else { " " };
-            out.push_str(&format!(
-                "{mark} [{name}] ({}, {}, {})\n      bootname: {}\n      boot status: {}\n",
-                g("device"),
-                g("type"),
-                g("state"),
-                g("bootname"),
-                g("boot_status"),
-            ));
-        }
-    }
-    out
-}
-
-fn info_text(v: &Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let mut out = format!(
-        "Compatible: \t'{}'\nVersion:    \t'{}'\nDescription:\t'{}'\nBuild:      \t'{}'\nHooks:      \t''\n",
-        s("compatible"),
-        s("version"),
-        s("description"),
-        s("build"),
-    );
-    let images = v["images"].as_array().cloned().unwrap_or_default();
-    out.push_str(&format!(
-        "{} Image{}:\n",
-        images.len(),
-        if images.len() == 1 { "" } else { "s" }
-    ));
-    for (i, img) in images.iter().enumerate() {
-        if let Some((class, o)) = img.as_object().and_then(|m| m.iter().next()) {
-            out.push_str(&format!(
-                "  [{}] {class}\n\tFilename:  {}\n\tChecksum:  {}\n\tSize:      {}\n",
-                i + 1,
-                o["filename"].as_str().unwrap_or(""),
-                o["checksum"].as_str().unwrap_or(""),
-                o["size"],
-            ));
-        }
-    }
-    out
 }

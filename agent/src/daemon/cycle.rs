@@ -262,10 +262,10 @@ impl Daemon {
 
         let manifest_hex = ch.bundle.manifest_sha256.to_hex();
         let report = ops::status(&self.agent)?;
-        let booted_on_trial = report
-            .slots
-            .iter()
-            .any(|s| s.state == "booted" && s.boot_status == "trying");
+        let booted_on_trial = report.slots.iter().any(|s| {
+            s.state == ops::SlotState::Booted
+                && s.boot_status == crate::bootloader::SlotBootState::Trying
+        });
         let facts = Facts {
             channel_version: &ch.version,
             channel_manifest: &manifest_hex,

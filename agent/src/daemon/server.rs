@@ -280,11 +280,8 @@ fn install(
                 out.version,
                 out.primary
             );
-            let mut v = serde_json::to_value(&out).unwrap_or_else(|_| json!({}));
-            v["v"] = 1.into();
-            v["event"] = "done".into();
-            v["seconds"] = started.elapsed().as_secs_f64().into();
-            v
+            crate::ops::render::install_done_json(&out, started.elapsed())
+                .unwrap_or_else(|_| json!({}))
         }
         Err(e) => {
             log::error!("socket install failed: {e:#}");

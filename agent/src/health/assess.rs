@@ -11,8 +11,10 @@ use crate::bootloader::{AbState, SlotBootState};
 use crate::config::{Slot, SystemConfig};
 use crate::slot::status::StatusFile;
 
-/// What kind of boot this is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What kind of boot this is (`not-from-slot`, `trial`, `routine`, `booted-bad` in JSON
+/// and text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BootKind {
     /// The system did not boot from a configured slot.
     NotFromSlot,
@@ -24,6 +26,24 @@ pub enum BootKind {
     /// The booted slot is marked bad, yet booted (nothing else was bootable, or a manual
     /// choice): checks are reported, nothing is marked.
     BootedBad,
+}
+
+impl BootKind {
+    /// The name in JSON and text.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BootKind::NotFromSlot => "not-from-slot",
+            BootKind::Trial => "trial",
+            BootKind::Routine => "routine",
+            BootKind::BootedBad => "booted-bad",
+        }
+    }
+}
+
+impl std::fmt::Display for BootKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A slot whose trial ended without a commit.

@@ -4,6 +4,7 @@
 
 pub mod assess;
 pub mod host;
+pub mod verdict;
 
 use crate::config::health::HealthConfig;
 use crate::net::client::ProbeError;

@@ -162,10 +162,10 @@ fn is_rauc_bundle(path: &Path) -> anyhow::Result<bool> {
             )
         }
     };
-    Ok(flipslot_rauc::bundle::is_rauc_candidate(
-        &head[..n],
-        &path.to_string_lossy(),
-    ))
+    Ok(
+        flipslot_rauc::bundle::BundleKind::detect(&head[..n], &path.to_string_lossy())
+            == flipslot_rauc::bundle::BundleKind::Rauc,
+    )
 }
 
 fn open_file(path: &Path) -> anyhow::Result<FileSource> {

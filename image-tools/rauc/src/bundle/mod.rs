@@ -28,7 +28,10 @@ use flipslot_format::source::ByteSource;
 use flipslot_format::Sha256Digest;
 use squashfs::{read_file_named, with_file, Payload};
 
+mod kind;
 mod squashfs;
+
+pub use kind::BundleKind;
 
 /// Length of the trailer holding the CMS size.
 pub const TRAILER_LEN: u64 = 8;
@@ -123,17 +126,9 @@ impl Default for AllowedFormats {
 
 /// Whether `head` (the first bytes of a file) looks like a RAUC bundle (its payload is a
 /// squashfs). An encrypted (crypt) bundle does not: callers may also go by the name
-/// (`.raucb`) when the bytes are not a flipslot bundle either ([`is_rauc_candidate`]).
+/// (`.raucb`) when the bytes are not a flipslot bundle either ([`BundleKind::detect`]).
 pub fn looks_like_rauc(head: &[u8]) -> bool {
     head.starts_with(&SQUASHFS_MAGIC)
-}
-
-/// Whether a bundle should be read as a RAUC bundle: it starts with a squashfs, or it is
-/// named `*.raucb` and does not start with flipslot's magic (a crypt bundle, or damage
-/// that the RAUC reader then names).
-pub fn is_rauc_candidate(head: &[u8], name: &str) -> bool {
-    looks_like_rauc(head)
-        || (!head.starts_with(&flipslot_format::format::MAGIC) && name.ends_with(".raucb"))
 }
 
 /// A RAUC bundle whose signature (and, for verity, hash tree root) has been verified.

@@ -1,11 +1,14 @@
-//! How operations speak: text for status reports and install summaries (pure
-//! formatting), and install progress shown through the CLI's [`Reporter`] (a terminal
-//! bar, or JSON lines for `--json` and the daemon's socket). The only room below the CLI
-//! and the daemon that uses the output helpers.
+//! How operations speak, for the CLI and the daemon alike: the text and JSON of every
+//! operation's result (pure formatting; `rauc` has RAUC's shapes), and install progress
+//! shown through the CLI's [`Reporter`] (a terminal bar, or JSON lines for `--json` and
+//! the daemon's socket). The only module below the CLI and the daemon that uses the
+//! output helpers.
+
+pub mod rauc;
 
 use crate::install::InstallOutcome;
 use crate::install::Progress;
-use crate::ops::StatusReport;
+use crate::ops::{HealthAction, HealthOutcome, MarkOutcome, RollbackOutcome, StatusReport};
 use crate::slot::status::InstallResult;
 use flipslot_cli_support::progress::Reporter;
 use flipslot_format::timefmt::rfc3339;
@@ -44,7 +47,7 @@ pub fn status_text(r: &StatusReport) -> String {
     let mut s = format!(
         "compatible: {}\nbootloader: {}\nbooted:     {}\nprimary:    {}\n",
         r.compatible,
-        r.bootloader,
+        r.bootloader.as_str(),
         name_of(&r.booted),
         name_of(&r.primary)
     );
@@ -131,8 +134,48 @@ pub fn install_summary(o: &InstallOutcome, took: Duration) -> String {
     )
 }
 
+/// The last line of `install --json` (and of the daemon's socket install): the outcome
+/// with `v`, `event: done` and the seconds it took.
+pub fn install_done_json(
+    o: &InstallOutcome,
+    took: Duration,
+) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(o)?;
+    v["v"] = 1.into();
+    v["event"] = "done".into();
+    v["seconds"] = took.as_secs_f64().into();
+    Ok(v)
+}
+
+/// The text of `flipslot mark-*`.
+pub fn mark_text(o: &MarkOutcome) -> String {
+    format!(
+        "marked slot {} ({}) {}; primary is now {}\n",
+        o.slot,
+        o.bootname,
+        o.mark,
+        o.primary.as_deref().unwrap_or("none")
+    )
+}
+
+/// The text of `flipslot rollback`; `rebooting` says whether a reboot follows.
+pub fn rollback_text(o: &RollbackOutcome, rebooting: bool) -> String {
+    format!(
+        "slot {} ({}, version {}) will boot next instead of {}{}\n",
+        o.to_slot,
+        o.to_bootname,
+        o.to_version.as_deref().unwrap_or("unknown"),
+        o.from_slot,
+        if rebooting {
+            "; rebooting"
+        } else {
+            "; reboot to switch"
+        }
+    )
+}
+
 /// The text of `flipslot health`.
-pub fn health_text(o: &crate::ops::HealthOutcome) -> String {
+pub fn health_text(o: &HealthOutcome) -> String {
     let mut s = String::new();
     for rb in &o.rollbacks {
         s += &format!(
@@ -160,8 +203,8 @@ pub fn health_text(o: &crate::ops::HealthOutcome) -> String {
     }
     let slot = o.booted.as_deref().unwrap_or("none");
     s += &match o.action {
-        "committed" => format!("trial boot of slot {slot} passed: committed\n"),
-        "fallback" => format!(
+        HealthAction::Committed => format!("trial boot of slot {slot} passed: committed\n"),
+        HealthAction::Fallback => format!(
             "trial boot of slot {slot} failed: marked bad{}\n",
             if o.rebooting {
                 ", rebooting into the previous slot"
@@ -169,8 +212,8 @@ pub fn health_text(o: &crate::ops::HealthOutcome) -> String {
                 "; the previous slot boots next"
             }
         ),
-        "kept" => format!("slot {slot} kept ({} boot)\n", o.boot),
-        _ => format!("nothing to do ({})\n", o.boot),
+        HealthAction::Kept => format!("slot {slot} kept ({} boot)\n", o.boot),
+        HealthAction::None => format!("nothing to do ({})\n", o.boot),
     };
     s
 }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
-    /// An I/O error while reading or writing `what`.
-    #[error("{what}: {source}")]
+    /// An I/O error while reading or writing `what`; the I/O error is the source.
+    #[error("{what}")]
     Io {
         /// What was being read or written (a path, an offset).
         what: String,
@@ -107,7 +107,7 @@ pub enum BundleError {
         untrusted: Vec<KeyId>,
     },
     /// The manifest is not valid JSON of the expected shape.
-    #[error("manifest cannot be parsed: {0}")]
+    #[error("manifest cannot be parsed")]
     ManifestSyntax(#[source] serde_json::Error),
     /// The manifest parsed but breaks a rule.
     #[error("invalid manifest: {0}")]

@@ -97,7 +97,7 @@ pub enum BundleError {
         key_id: KeyId,
     },
     /// Fewer trusted signatures than the policy requires.
-    #[error("bundle has {trusted} valid signature(s) by trusted keys, {required} required{}", untrusted_note(.untrusted))]
+    #[error("bundle has {trusted} valid signature(s) by trusted keys, {required} required{}", crate::keyid::untrusted_note(.untrusted))]
     NotEnoughSignatures {
         /// Valid signatures by distinct trusted keys.
         trusted: u32,
@@ -161,15 +161,6 @@ pub enum BundleError {
     /// A build input is not acceptable.
     #[error("{0}")]
     Build(String),
-}
-
-fn untrusted_note(ids: &[KeyId]) -> String {
-    if ids.is_empty() {
-        String::new()
-    } else {
-        let ids: Vec<String> = ids.iter().map(|k| k.to_string()).collect();
-        format!(" (signed by untrusted key(s) {})", ids.join(", "))
-    }
 }
 
 impl BundleError {

@@ -457,7 +457,8 @@ fn bad_inputs_give_clear_errors() {
     fs::create_dir(dir.join("adir")).unwrap();
     if tools_present(&layout) {
         let e = build(&layout, &rootfs, &dir.join("adir"), Some(&data)).unwrap_err();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = flipslot_cli_support::source_chain(&e);
+        assert!(e.contains("not a regular file"), "{e}");
     }
     assert!(!out.exists());
     let names: Vec<String> = fs::read_dir(dir)

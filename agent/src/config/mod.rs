@@ -39,14 +39,14 @@ impl SystemConfig {
     /// resolved against `inside`'s directory, as RAUC resolves them on the device, and are
     /// then resolved under the root like every other configured path.
     pub fn load_in_root(file: &Path, inside: &Path) -> Result<SystemConfig, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
             path: file.to_path_buf(),
-            source,
+            error,
         })?;
         if file.extension().is_some_and(|e| e == "conf") {
-            let origin = std::path::absolute(inside).map_err(|source| ConfigError::Read {
+            let origin = std::path::absolute(inside).map_err(|error| ConfigError::Read {
                 path: file.to_path_buf(),
-                source,
+                error,
             })?;
             let (cfg, notices) = crate::config::rauc::parse_system_conf(&text, &origin)?;
             for n in &notices {

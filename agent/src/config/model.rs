@@ -13,25 +13,30 @@ use crate::config::update::UpdateConfig;
 use crate::host::paths::STATUS_FILE_NAME;
 
 /// Errors from reading or validating the system configuration.
+///
+/// Each message is complete on its own: a read or parse error carries the I/O, TOML or
+/// key-file error in its text (which names the line and key) and has no `source`, so a
+/// config error reads the same whether it is shown alone (`{}`) or as the last link of
+/// an error chain.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The config file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema (unknown key, wrong type,
     /// missing required key, unsupported bootloader).
-    #[error("cannot parse config {path}: {source}")]
+    #[error("cannot parse config {path}: {error}")]
     Parse {
         /// The config file.
         path: PathBuf,
         /// The TOML error; it names the key and line.
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     /// A value is present but not acceptable.
     #[error("invalid config {path}: {key}: {reason}")]
@@ -44,12 +49,12 @@ pub enum ConfigError {
         reason: String,
     },
     /// A RAUC `system.conf` is not key-file syntax, or a value has the wrong form.
-    #[error("cannot parse RAUC config {path}: {source}")]
+    #[error("cannot parse RAUC config {path}: {error}")]
     KeyFile {
         /// The config file.
         path: PathBuf,
         /// The key-file error; it names the line.
-        source: flipslot_rauc::keyfile::KeyFileError,
+        error: flipslot_rauc::keyfile::KeyFileError,
     },
     /// A RAUC `system.conf` sets keys flipslot cannot honor or does not know; every one is
     /// listed, each by group, key and line.

@@ -77,10 +77,10 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn keyfile_err(&self, source: KeyFileError) -> ConfigError {
+    fn keyfile_err(&self, error: KeyFileError) -> ConfigError {
         ConfigError::KeyFile {
             path: self.origin.to_path_buf(),
-            source,
+            error,
         }
     }
 

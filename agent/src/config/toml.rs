@@ -47,9 +47,9 @@ struct RawSlot {
 /// Parses and validates `system.toml` text; `origin` is only used in messages and kept as
 /// `path`.
 pub fn parse(text: &str, origin: &Path) -> Result<SystemConfig, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
         path: origin.to_path_buf(),
-        source,
+        error,
     })?;
     let invalid = |key: &str, reason: String| ConfigError::Invalid {
         path: origin.to_path_buf(),

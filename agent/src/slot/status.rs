@@ -21,7 +21,7 @@ pub const FORMAT: u32 = 1;
 #[non_exhaustive]
 pub enum StatusError {
     /// Reading failed (other than the file being absent).
-    #[error("cannot read status file {path}: {source}")]
+    #[error("cannot read status file {path}")]
     Read {
         /// The status file.
         path: PathBuf,
@@ -29,7 +29,7 @@ pub enum StatusError {
         source: std::io::Error,
     },
     /// The file is not valid status JSON.
-    #[error("corrupt status file {path}: {source}")]
+    #[error("corrupt status file {path}")]
     Corrupt {
         /// The status file.
         path: PathBuf,
@@ -45,7 +45,7 @@ pub enum StatusError {
         found: u64,
     },
     /// Writing, syncing or renaming failed.
-    #[error("cannot write status file {path}: {source}")]
+    #[error("cannot write status file {path}")]
     Write {
         /// The file being written (the temp file or the status file).
         path: PathBuf,

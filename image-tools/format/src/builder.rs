@@ -7,8 +7,8 @@ use crate::error::BundleError;
 use crate::format::{self, Header, SignatureEntry, HEADER_LEN};
 use crate::keys::key_id;
 use crate::manifest::{
-    BlockIndex, Chunk, Compression, Image, Manifest, BLOCK_INDEX_BLOCK_SIZE, MANIFEST_FORMAT,
-    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    valid_chunk_size, BlockIndex, Chunk, Compression, Image, Manifest, BLOCK_INDEX_BLOCK_SIZE,
+    MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
 use crate::reader::Bundle;
 use crate::source::ByteSource;
@@ -260,10 +260,7 @@ fn check_options(
     if images.is_empty() {
         return bad("a bundle needs at least one image".into());
     }
-    if opts.chunk_size < MIN_CHUNK_SIZE
-        || opts.chunk_size > MAX_CHUNK_SIZE
-        || opts.chunk_size % MIN_CHUNK_SIZE != 0
-    {
+    if !valid_chunk_size(opts.chunk_size) {
         return bad(format!(
             "chunk size {} must be a multiple of 4096 between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}",
             opts.chunk_size

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
-    /// An I/O error while reading or writing `what`.
-    #[error("{what}: {source}")]
+    /// An I/O error while reading or writing `what`; the I/O error is the source.
+    #[error("{what}")]
     Io {
         /// What was being read or written (a path, an offset).
         what: String,
@@ -97,7 +97,7 @@ pub enum BundleError {
         key_id: KeyId,
     },
     /// Fewer trusted signatures than the policy requires.
-    #[error("bundle has {trusted} valid signature(s) by trusted keys, {required} required{}", untrusted_note(.untrusted))]
+    #[error("bundle has {trusted} valid signature(s) by trusted keys, {required} required{}", crate::keyid::untrusted_note(.untrusted))]
     NotEnoughSignatures {
         /// Valid signatures by distinct trusted keys.
         trusted: u32,
@@ -107,7 +107,7 @@ pub enum BundleError {
         untrusted: Vec<KeyId>,
     },
     /// The manifest is not valid JSON of the expected shape.
-    #[error("manifest cannot be parsed: {0}")]
+    #[error("manifest cannot be parsed")]
     ManifestSyntax(#[source] serde_json::Error),
     /// The manifest parsed but breaks a rule.
     #[error("invalid manifest: {0}")]
@@ -161,15 +161,6 @@ pub enum BundleError {
     /// A build input is not acceptable.
     #[error("{0}")]
     Build(String),
-}
-
-fn untrusted_note(ids: &[KeyId]) -> String {
-    if ids.is_empty() {
-        String::new()
-    } else {
-        let ids: Vec<String> = ids.iter().map(|k| k.to_string()).collect();
-        format!(" (signed by untrusted key(s) {})", ids.join(", "))
-    }
 }
 
 impl BundleError {

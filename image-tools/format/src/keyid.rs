@@ -16,3 +16,14 @@ impl std::fmt::Debug for KeyId {
         write!(f, "KeyId({self})")
     }
 }
+
+/// The suffix of a "not enough signatures" message (bundle or channel) naming the keys
+/// that signed but are not trusted; empty when there are none.
+pub(crate) fn untrusted_note(ids: &[KeyId]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        let ids: Vec<String> = ids.iter().map(|k| k.to_string()).collect();
+        format!(" (signed by untrusted key(s) {})", ids.join(", "))
+    }
+}

@@ -16,6 +16,12 @@ pub const MAX_IMAGES: usize = 64;
 pub const MIN_CHUNK_SIZE: u32 = 4096;
 /// Largest chunk size (bounds every buffer a reader allocates).
 pub const MAX_CHUNK_SIZE: u32 = 64 << 20;
+/// Whether `size` is an acceptable chunk size: a multiple of [`MIN_CHUNK_SIZE`] between
+/// [`MIN_CHUNK_SIZE`] and [`MAX_CHUNK_SIZE`] (the builder and the reader share this rule).
+pub(crate) fn valid_chunk_size(size: u32) -> bool {
+    (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size) && size % MIN_CHUNK_SIZE == 0
+}
+
 /// Default chunk size.
 pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
 /// Block size of the optional block-hash index.
@@ -190,10 +196,7 @@ impl Manifest {
                     img.class
                 ));
             }
-            if img.chunk_size < MIN_CHUNK_SIZE
-                || img.chunk_size > MAX_CHUNK_SIZE
-                || img.chunk_size % MIN_CHUNK_SIZE != 0
-            {
+            if !valid_chunk_size(img.chunk_size) {
                 return bad(format!(
                     "image {n}: chunk size {} is not a multiple of 4096 between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}",
                     img.chunk_size

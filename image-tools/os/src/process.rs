@@ -28,6 +28,10 @@ const SBIN_DIRS: [&str; 2] = ["/usr/sbin", "/sbin"];
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Why running an external program failed.
+///
+/// Each message is complete on its own: the operating system's error is part of the text
+/// of [`Spawn`](CommandError::Spawn) and [`Wait`](CommandError::Wait), not a `source`, since
+/// callers also show this error with `{}` (a health check's reason, a reboot failure).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandError {
@@ -40,12 +44,12 @@ pub enum CommandError {
         package: Option<&'static str>,
     },
     /// The program exists but could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {error}")]
     Spawn {
         /// The program as given to [`Cmd::new`].
         program: String,
-        /// The error from the operating system.
-        source: io::Error,
+        /// The error from the operating system (in the message, not a `source`).
+        error: io::Error,
     },
     /// The program ran and exited unsuccessfully (or was killed by a signal).
     #[error("{} failed with {status}{}", display_argv(.program, .args), stderr_suffix(.stderr_tail))]
@@ -71,12 +75,12 @@ pub enum CommandError {
         timeout: Duration,
     },
     /// Waiting for the program failed.
-    #[error("cannot wait for {program}: {source}")]
+    #[error("cannot wait for {program}: {error}")]
     Wait {
         /// The program as given to [`Cmd::new`].
         program: String,
-        /// The error from the operating system.
-        source: io::Error,
+        /// The error from the operating system (in the message, not a `source`).
+        error: io::Error,
     },
     /// [`Cmd::run_stdout`] got standard output that is not UTF-8.
     #[error("{program} wrote standard output that is not UTF-8")]
@@ -317,16 +321,16 @@ impl Cmd {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+        let mut child = command.spawn().map_err(|error| CommandError::Spawn {
             program: program.clone(),
-            source,
+            error,
         })?;
         let limit = self.output_limit.unwrap_or(u64::MAX);
         let stdout = child.stdout.take().map(|pipe| read_in_thread(pipe, limit));
         let stderr = child.stderr.take().map(|pipe| read_in_thread(pipe, limit));
-        let wait_err = |source| CommandError::Wait {
+        let wait_err = |error| CommandError::Wait {
             program: program.clone(),
-            source,
+            error,
         };
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let status = match deadline {

@@ -90,7 +90,7 @@ pub struct RaucManifest {
 #[non_exhaustive]
 pub enum ManifestError {
     /// Key-file syntax or a typed value is wrong.
-    #[error("manifest.raucm: {0}")]
+    #[error("invalid manifest.raucm")]
     Syntax(#[from] KeyFileError),
     /// A required key is missing or a value is out of range.
     #[error("manifest.raucm: [{group}] {key}: {reason}")]

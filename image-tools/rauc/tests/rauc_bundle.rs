@@ -92,10 +92,17 @@ fn open(s: &Setup, path: &Path) -> Result<RaucBundle<FileSource>, RaucBundleErro
 
 /// Opens, then reads and checks every image (what an install streams).
 fn open_and_read(s: &Setup, path: &Path) -> Result<(), String> {
-    let mut b = open(s, path).map_err(|e| e.to_string())?;
-    b.verify_payload(&mut |_, _| {})
-        .map_err(|e| e.to_string())?;
-    b.verify_images(&mut |_, _| {}).map_err(|e| e.to_string())
+    let mut b = open(s, path).map_err(|e| chain(&e))?;
+    b.verify_payload(&mut |_, _| {}).map_err(|e| chain(&e))?;
+    b.verify_images(&mut |_, _| {}).map_err(|e| chain(&e))
+}
+
+/// An error and its causes as the binaries print them: `a: b: c`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[test]
@@ -203,15 +210,15 @@ fn signer_policy_is_enforced() {
     let Some(rogue) = build("rogue.raucb", "rogue") else {
         return;
     };
-    let err = open(&s, &rogue).unwrap_err().to_string();
+    let err = open(&s, &rogue).map_err(|e| chain(&e)).unwrap_err();
     assert!(err.contains("rogue signer"), "untrusted signer: {err}");
 
     let expired = build("expired.raucb", "expired").unwrap();
     // Checked at a fixed time, so the whole message is known.
     let at = 1_800_000_000;
     let err = open_at(&expired, &s.store(), &VerifyOptions::default(), at)
-        .unwrap_err()
-        .to_string();
+        .map_err(|e| chain(&e))
+        .unwrap_err();
     assert_eq!(
         err,
         format!(
@@ -222,7 +229,7 @@ fn signer_policy_is_enforced() {
     );
 
     let codesign = build("codesign.raucb", "codesign").unwrap();
-    let err = open(&s, &codesign).unwrap_err().to_string();
+    let err = open(&s, &codesign).map_err(|e| chain(&e)).unwrap_err();
     assert!(
         err.contains("purpose") || err.contains("smimesign"),
         "purpose: {err}"
@@ -247,8 +254,8 @@ fn signer_policy_is_enforced() {
         ..Default::default()
     };
     let err = open_with(&ok, &s.store(), &only_other)
-        .unwrap_err()
-        .to_string();
+        .map_err(|e| chain(&e))
+        .unwrap_err();
     assert!(err.contains("flipslot test signer"), "{err}");
 
     // Formats the caller does not allow.
@@ -285,8 +292,8 @@ fn signer_policy_is_enforced() {
             now(),
             &mut |_, _| {},
         )
-        .unwrap_err()
-        .to_string();
+        .map_err(|e| chain(&e))
+        .unwrap_err();
         assert!(err.contains("bundle-formats"), "{err}");
     }
 }

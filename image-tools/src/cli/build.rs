@@ -228,12 +228,7 @@ pub fn run(args: &BuildArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         .collect();
     let m = &summary.manifest;
     if reporter.is_json() {
-        let images: Vec<serde_json::Value> = m
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| super::image_json(i, img))
-            .collect();
+        let images = super::images_json(&m.images);
         reporter.event(
             "done",
             serde_json::json!({

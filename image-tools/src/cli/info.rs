@@ -133,12 +133,7 @@ fn to_json(path: &std::path::Path, bundle: &Bundle<FileSource>) -> serde_json::V
         .into_iter()
         .map(|(id, status)| serde_json::json!({ "key_id": id, "status": status }))
         .collect();
-    let images: Vec<serde_json::Value> = m
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, img)| super::image_json(i, img))
-        .collect();
+    let images = super::images_json(&m.images);
     serde_json::json!({
         "bundle": path.display().to_string(),
         "verified": bundle.is_verified(),

@@ -247,7 +247,17 @@ fn stored_size(img: &Image) -> u64 {
     img.chunks.iter().map(|c| c.stored_size).sum()
 }
 
-/// The JSON description of an image, shared by `build --json` and `info --json`.
+/// The JSON descriptions of a manifest's images, shared by `build --json` and
+/// `info --json`.
+fn images_json(images: &[Image]) -> Vec<serde_json::Value> {
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| image_json(i, img))
+        .collect()
+}
+
+/// The JSON description of one image.
 fn image_json(index: usize, img: &Image) -> serde_json::Value {
     serde_json::json!({
         "index": index,

@@ -131,7 +131,7 @@ pub fn build_disk<S: ByteSource>(
         let total = image_size;
         bundle.stream_image(image_index, &mut |pos, data| {
             write_sparse_at(disk, &tmp, slot.start + pos, data)
-                .map_err(|e| BundleError::Build(e.to_string()))?;
+                .map_err(|e| BundleError::Build(flipslot_cli_support::source_chain(&e)))?;
             progress("write", pos + data.len() as u64, total);
             Ok(())
         })?;

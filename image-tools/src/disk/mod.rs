@@ -162,7 +162,7 @@ pub enum DiskError {
         reason: String,
     },
     /// A file operation failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: String,

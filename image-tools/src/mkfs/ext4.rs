@@ -280,7 +280,7 @@ fn pin_inode_times(image: &Path, script: &[u8], timestamp: &str) -> Result<(), M
             }
         });
     if let Err(e) = remove_if_exists(&script_path, "remove debugfs command file") {
-        log::warn!("{e}");
+        log::warn!("{}", flipslot_cli_support::source_chain(&e));
     }
     result
 }

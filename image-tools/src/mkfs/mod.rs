@@ -221,7 +221,7 @@ pub enum MkfsError {
         reason: &'static str,
     },
     /// Reading the source tree failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadTree {
         /// The file or directory being read.
         path: PathBuf,
@@ -229,7 +229,7 @@ pub enum MkfsError {
         source: io::Error,
     },
     /// Removing an old output, creating the output or writing a scratch file failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Output {
         /// What was being done (e.g. "remove old output").
         action: &'static str,
@@ -323,7 +323,7 @@ pub fn build_fs(src_dir: &Path, out: &Path, opts: &MkfsOptions) -> Result<(), Mk
     };
     if result.is_err() {
         if let Err(e) = remove_if_exists(out, "remove partial output") {
-            log::warn!("{e}");
+            log::warn!("{}", flipslot_cli_support::source_chain(&e));
         }
     }
     result

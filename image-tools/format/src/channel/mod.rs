@@ -126,7 +126,7 @@ pub enum ChannelError {
         key_id: KeyId,
     },
     /// Fewer valid signatures by distinct trusted keys than the policy requires.
-    #[error("channel has {trusted} valid signature(s) by trusted keys, {required} required{}", untrusted_note(.untrusted))]
+    #[error("channel has {trusted} valid signature(s) by trusted keys, {required} required{}", crate::keyid::untrusted_note(.untrusted))]
     NotEnoughSignatures {
         /// Valid signatures by distinct trusted keys.
         trusted: u32,
@@ -177,15 +177,6 @@ pub enum ChannelError {
     /// A channel cannot be signed with the keys given.
     #[error("cannot sign channel: {0}")]
     Sign(String),
-}
-
-fn untrusted_note(ids: &[KeyId]) -> String {
-    if ids.is_empty() {
-        String::new()
-    } else {
-        let ids: Vec<String> = ids.iter().map(|k| k.to_string()).collect();
-        format!(" (signed by untrusted key(s) {})", ids.join(", "))
-    }
 }
 
 /// Whether `s` is a valid channel name: 1 to 64 of `A-Z a-z 0-9 . _ -`.

@@ -47,7 +47,7 @@ pub const SQUASHFS_MAGIC: [u8; 4] = *b"hsqs";
 #[non_exhaustive]
 pub enum RaucBundleError {
     /// Reading the source failed.
-    #[error("{what}: cannot read {part}: {source}")]
+    #[error("{what}: cannot read {part}")]
     Io {
         /// The bundle.
         what: String,
@@ -65,7 +65,7 @@ pub enum RaucBundleError {
         reason: String,
     },
     /// The signature did not verify (or could not be parsed).
-    #[error("{what}: signature rejected: {source}")]
+    #[error("{what}: signature rejected")]
     Signature {
         /// The bundle.
         what: String,
@@ -81,7 +81,7 @@ pub enum RaucBundleError {
         reason: String,
     },
     /// The (verified) manifest is not acceptable.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Manifest {
         /// The bundle.
         what: String,
@@ -97,7 +97,7 @@ pub enum RaucBundleError {
         reason: String,
     },
     /// The hash tree does not match (verity bundles).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Verity {
         /// The bundle.
         what: String,

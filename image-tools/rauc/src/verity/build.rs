@@ -136,11 +136,11 @@ pub fn build_tree<R: Read>(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
+            Err(error) => {
                 return Err(VerityError::Io {
                     what: "data".into(),
                     offset: builder.received(),
-                    source,
+                    error,
                 })
             }
         };

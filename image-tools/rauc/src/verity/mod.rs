@@ -172,15 +172,15 @@ pub enum VerityError {
         size: u64,
     },
     /// Reading the source failed.
-    #[error("verity: reading {what} at offset {offset}: {source}")]
+    #[error("verity: reading {what} at offset {offset}: {error}")]
     Io {
         /// What was read, and from where.
         what: String,
         /// Offset of the read.
         offset: u64,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The underlying error (in the message, not a `source`: this error mostly travels
+        /// inside an [`io::Error`] through readers that show it with `{}`).
+        error: io::Error,
     },
 }
 
@@ -191,7 +191,7 @@ impl VerityError {
     pub fn into_io(self) -> io::Error {
         let kind = match &self {
             VerityError::OutOfRange { .. } => io::ErrorKind::UnexpectedEof,
-            VerityError::Io { source, .. } => source.kind(),
+            VerityError::Io { error, .. } => error.kind(),
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, self)

@@ -92,10 +92,10 @@ impl<S: ByteSource> TreeReader<S> {
     fn read(&mut self, offset: u64, buf: &mut [u8], what: &str) -> Result<(), VerityError> {
         self.inner
             .read_exact_at(offset, buf)
-            .map_err(|source| VerityError::Io {
+            .map_err(|error| VerityError::Io {
                 what: format!("{what} of {}", self.inner.describe()),
                 offset,
-                source,
+                error,
             })
     }
 

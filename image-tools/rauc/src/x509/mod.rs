@@ -55,7 +55,7 @@ pub use store::TrustStore;
 #[non_exhaustive]
 pub enum X509Error {
     /// A keyring file or directory could not be read.
-    #[error("cannot read keyring {}: {source}", path.display())]
+    #[error("cannot read keyring {}", path.display())]
     Io {
         /// The keyring file or directory.
         path: PathBuf,
@@ -78,7 +78,7 @@ pub enum X509Error {
         origin: String,
     },
     /// A certificate is not valid DER X.509.
-    #[error("cannot parse {what}: {source}")]
+    #[error("cannot parse {what}")]
     Parse {
         /// What was parsed.
         what: String,

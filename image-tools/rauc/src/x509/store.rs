@@ -276,10 +276,10 @@ mod tests {
         let err = TrustStore::load(None, None).unwrap_err();
         assert!(matches!(err, X509Error::EmptyKeyring { .. }));
         let err = TrustStore::load(Some(Path::new("/nonexistent/keyring.pem")), None).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("cannot read keyring /nonexistent/keyring.pem: "),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "cannot read keyring /nonexistent/keyring.pem"
         );
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     }
 }

@@ -433,14 +433,7 @@ fn run_flipslot(args: Vec<OsString>) -> Result<()> {
                 .with_context(|| format!("no flipslot daemon listens on {}", socket.display()))?;
             let v = c.check()?;
             println!("{v}");
-            if v["event"] == "error" {
-                bail!(
-                    "{}",
-                    v["message"]
-                        .as_str()
-                        .unwrap_or("the daemon reported an error")
-                );
-            }
+            client::error_line(&v)?;
         }
         Command::Rollback { to, reboot, json } => {
             let out = ops::rollback(&agent, to.as_deref(), &crate::host::clock::SystemClock)?;

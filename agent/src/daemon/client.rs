@@ -78,14 +78,7 @@ impl Client {
         let v = self
             .read()?
             .ok_or_else(|| anyhow!("the daemon closed the connection"))?;
-        if v["event"] == "error" {
-            bail!(
-                "{}",
-                v["message"]
-                    .as_str()
-                    .unwrap_or("the daemon reported an error")
-            );
-        }
+        error_line(&v)?;
         Ok(v)
     }
 
@@ -97,12 +90,7 @@ impl Client {
             on_line(&v);
             match v["event"].as_str() {
                 Some("done") => return Ok(v),
-                Some("error") => bail!(
-                    "{}",
-                    v["message"]
-                        .as_str()
-                        .unwrap_or("the daemon reported an error")
-                ),
+                Some("error") => error_line(&v)?,
                 _ => {}
             }
         }
@@ -145,6 +133,19 @@ pub fn install_request(
     }))
 }
 
+/// An `{"event":"error"}` line as an error (its `message`); any other line is `Ok`.
+pub fn error_line(v: &Value) -> Result<()> {
+    if v["event"] == "error" {
+        bail!(
+            "{}",
+            v["message"]
+                .as_str()
+                .unwrap_or("the daemon reported an error")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +171,14 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
         assert!(p.exists());
         assert!(connect(&p).is_none());
+    }
+
+    #[test]
+    fn error_lines_become_errors() {
+        assert!(error_line(&json!({"event": "done"})).is_ok());
+        let e = error_line(&json!({"event": "error", "message": "install running"})).unwrap_err();
+        assert_eq!(e.to_string(), "install running");
+        let e = error_line(&json!({"event": "error"})).unwrap_err();
+        assert_eq!(e.to_string(), "the daemon reported an error");
     }
 }

@@ -92,7 +92,7 @@ pub struct HostReboot {
 
 impl Rebooter for HostReboot {
     fn reboot(&self) -> anyhow::Result<()> {
-        sys::reboot(&self.root).map_err(|e| anyhow::anyhow!("reboot failed: {e}"))
+        anyhow::Context::context(sys::reboot(&self.root), "reboot failed")
     }
 }
 

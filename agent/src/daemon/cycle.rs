@@ -323,7 +323,7 @@ impl Daemon {
         };
         result.version = Some(version);
         if settled {
-            state.channel_url = Some(self.channel_url.clone());
+            state.set_channel_url(&self.channel_url);
             state.etag = etag;
             state.last_modified = last_modified;
         } else {

@@ -4,6 +4,9 @@
 //!
 //! Versioned by `format` (only 1 is understood) and saved atomically like the status
 //! file: temp file, fsync, rename, fsync the directory. Only the daemon writes it.
+//!
+//! The channel URL is kept only as a SHA-256 fingerprint: a URL may carry credentials or
+//! a token, and this file needs only to know whether the validators belong to it.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -26,8 +29,12 @@ pub struct DaemonState {
     /// Its manifest hash, hex (a 304 stands for this channel).
     #[serde(default)]
     pub last_channel_manifest: Option<String>,
-    /// The channel URL the validators below belong to.
+    /// SHA-256 (hex) of the channel URL the validators below belong to.
     #[serde(default)]
+    pub channel_url_sha256: Option<String>,
+    /// The channel URL itself, as files written before the fingerprint held it: read,
+    /// honoured, and never written again.
+    #[serde(default, skip_serializing)]
     pub channel_url: Option<String>,
     /// `ETag` of the last channel response that was handled to the end.
     #[serde(default)]
@@ -81,12 +88,28 @@ impl DaemonState {
 
     /// The validators to send for `url` (none when they belong to another URL).
     pub fn validators_for(&self, url: &str) -> (Option<&str>, Option<&str>) {
-        if self.channel_url.as_deref() == Some(url) {
+        let same = match &self.channel_url_sha256 {
+            Some(fp) => *fp == url_fingerprint(url),
+            None => self.channel_url.as_deref() == Some(url),
+        };
+        if same {
             (self.etag.as_deref(), self.last_modified.as_deref())
         } else {
             (None, None)
         }
     }
+
+    /// Records that the validators now belong to `url` (by fingerprint only).
+    pub fn set_channel_url(&mut self, url: &str) {
+        self.channel_url_sha256 = Some(url_fingerprint(url));
+        self.channel_url = None;
+    }
+}
+
+/// The lower-case hex SHA-256 of a URL.
+fn url_fingerprint(url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(url.as_bytes()))
 }
 
 #[cfg(test)]
@@ -99,7 +122,7 @@ mod tests {
   "last_serial": 7,
   "last_channel_version": "2.0.0",
   "last_channel_manifest": "abab",
-  "channel_url": "https://u.example/c.json",
+  "channel_url_sha256": "e74fb219ce1cd4969ff387fa428b797163d5cf5d318ebeb83788e1ba3d529789",
   "etag": "\"abc\"",
   "last_modified": "Mon, 01 Jan 2024 00:00:00 GMT",
   "reported_commit_at": 1700000000,
@@ -123,6 +146,34 @@ mod tests {
         st.save(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), FORMAT1_FIXTURE);
         assert!(!temp_path(&path).exists());
+    }
+
+    #[test]
+    fn a_channel_url_is_kept_as_a_fingerprint_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        let url = "https://user:secret@u.example/c.json?token=t0ken";
+        // A file written before the fingerprint: its URL still selects the validators.
+        let legacy = FORMAT1_FIXTURE.replace(
+            "\"channel_url_sha256\": \"e74fb219ce1cd4969ff387fa428b797163d5cf5d318ebeb83788e1ba3d529789\"",
+            &format!("\"channel_url\": \"{url}\""),
+        );
+        assert!(legacy.contains("secret"));
+        std::fs::write(&path, &legacy).unwrap();
+        let mut st = DaemonState::load(&path).unwrap();
+        assert_eq!(st.validators_for(url).0, Some("\"abc\""));
+        assert_eq!(st.validators_for("https://u.example/c.json"), (None, None));
+        // Saved again, the URL is gone and only its fingerprint remains.
+        st.set_channel_url(url);
+        st.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("secret") && !text.contains("t0ken") && !text.contains("u.example"),
+            "{text}"
+        );
+        let st = DaemonState::load(&path).unwrap();
+        assert_eq!(st.validators_for(url).0, Some("\"abc\""));
+        assert_eq!(st.validators_for("https://u.example/c.json"), (None, None));
     }
 
     #[test]

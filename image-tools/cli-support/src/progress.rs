@@ -11,30 +11,39 @@
 //!
 //! A progress line is printed at most once per second or once per 1 % step of a phase,
 //! whichever comes first, at the first update of a phase, and always when `done == total`.
-//! The bar is drawn on standard error, redrawn at most ten times a second:
+//!
+//! The bar is an [`indicatif`] bar on standard error, one per phase, as wide as the
+//! terminal, redrawn about ten times a second (indicatif allows short bursts) and cleared
+//! when the phase ends or the reporter finishes. Rate and time left are indicatif's
+//! estimates:
 //!
 //! ```text
-//! write [############..................]  42%  420.0 MiB / 1.0 GiB  350 MiB/s  ETA 0:02
+//! write [########..........]  42%  420.00 MiB / 1000.00 MiB  350.00 MiB/s  ETA  2s
 //! ```
 //!
-//! Writing progress never fails an operation: if standard output or standard error cannot
-//! be written (a closed pipe), a warning is logged once and reporting stops.
+//! Writing progress never fails an operation: if standard output cannot be written (a
+//! closed pipe), a warning is logged once and reporting stops; indicatif ignores errors
+//! writing the bar.
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 /// Version of the JSON-lines schema, the `"v"` field of every line.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
 
-/// Width of the bar between the brackets, in characters.
-const BAR_WIDTH: usize = 30;
-/// Shortest time between two redraws of the bar.
-const BAR_INTERVAL: Duration = Duration::from_millis(100);
+/// The bar line: phase, a bar as wide as the terminal leaves room for, percent, amounts
+/// (binary units), rate, time left. The changing fields are padded so that the bar keeps
+/// its width through a phase.
+const BAR_TEMPLATE: &str = "{prefix} [{wide_bar}] {percent:>3}%  {binary_bytes:>10} / {binary_total_bytes}  {binary_bytes_per_sec:>12}  ETA {eta:>3}";
+/// Filled and to-do characters of the bar.
+const BAR_CHARS: &str = "#.";
+/// Redraws of the bar per second, on average (indicatif allows short bursts above it).
+const BAR_HZ: u8 = 10;
 /// Shortest time between two JSON progress lines (unless a 1 % step was made).
 const JSON_INTERVAL: Duration = Duration::from_secs(1);
-/// A rate is shown only after a phase has run this long.
-const MIN_RATE_WINDOW: Duration = Duration::from_millis(200);
 
 /// Where progress goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,16 +64,19 @@ enum Sink {
     Quiet,
 }
 
+/// Makes the draw target of each new bar.
+type BarTarget = Box<dyn Fn() -> ProgressDrawTarget + Send>;
+
 /// Reports progress and events in the chosen [`ProgressMode`].
 pub struct Reporter {
     sink: Sink,
     out: Box<dyn Write + Send>,
-    err: Box<dyn Write + Send>,
+    /// Which JSON progress lines are printed.
     throttle: Throttle,
-    /// Phase name and start time, for the rate and ETA of the bar.
-    phase_start: Option<(String, Instant, u64)>,
-    /// Whether a bar is on screen (so `finish` has something to clear).
-    bar_drawn: bool,
+    /// Where bars are drawn (standard error, or a test's terminal).
+    bar_target: BarTarget,
+    /// The phase on screen and its bar (bar mode only).
+    bar: Option<(String, ProgressBar)>,
     /// Set after a failed write; nothing more is written.
     broken: bool,
 }
@@ -73,7 +85,7 @@ impl fmt::Debug for Reporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reporter")
             .field("sink", &self.sink)
-            .field("bar_drawn", &self.bar_drawn)
+            .field("bar_phase", &self.bar.as_ref().map(|(phase, _)| phase))
             .field("broken", &self.broken)
             .finish_non_exhaustive()
     }
@@ -87,74 +99,50 @@ impl Reporter {
             ProgressMode::Auto | ProgressMode::Quiet => Sink::Quiet,
             ProgressMode::Json => Sink::Json,
         };
-        Reporter::with_writers(
-            sink,
-            Box::new(std::io::stdout()),
-            Box::new(std::io::stderr()),
-        )
+        // Standard error as a plain terminal: indicatif's own stderr target would also
+        // hide the bar under NO_COLOR or without TERM, and the choice above is the rule.
+        let stderr: BarTarget = Box::new(|| {
+            ProgressDrawTarget::term_like_with_hz(
+                Box::new(console::Term::buffered_stderr()),
+                BAR_HZ,
+            )
+        });
+        Reporter::with_parts(sink, Box::new(std::io::stdout()), stderr)
     }
 
     /// A JSON-lines reporter writing to `out` instead of standard output (the daemon
     /// streams the lines to a socket client, or reads them for its own reports).
     pub fn json_to(out: Box<dyn Write + Send>) -> Reporter {
-        Reporter::with_writers(Sink::Json, out, Box::new(std::io::sink()))
+        Reporter::with_parts(Sink::Json, out, Box::new(ProgressDrawTarget::hidden))
     }
 
-    fn with_writers(
-        sink: Sink,
-        out: Box<dyn Write + Send>,
-        err: Box<dyn Write + Send>,
-    ) -> Reporter {
-        let throttle = match sink {
-            Sink::Json => Throttle::new(JSON_INTERVAL, true),
-            Sink::Bar | Sink::Quiet => Throttle::new(BAR_INTERVAL, false),
-        };
+    fn with_parts(sink: Sink, out: Box<dyn Write + Send>, bar_target: BarTarget) -> Reporter {
         Reporter {
             sink,
             out,
-            err,
-            throttle,
-            phase_start: None,
-            bar_drawn: false,
+            throttle: Throttle::new(JSON_INTERVAL, true),
+            bar_target,
+            bar: None,
             broken: false,
         }
     }
 
     /// Progress of a phase ("scan", "write", "verify", "read-back", ...): `done` of `total`
-    /// bytes. Rate-limited: the bar is redrawn at most ~10 times a second; a JSON line is
+    /// bytes. Rate-limited: the bar is redrawn about ten times a second; a JSON line is
     /// printed at most once per second or per 1 % step, and always at `done == total`.
     pub fn update(&mut self, phase: &str, done: u64, total: u64) {
-        if self.sink == Sink::Quiet || self.broken {
-            return;
-        }
-        let now = Instant::now();
-        let restarted = match &self.phase_start {
-            Some((p, _, last_done)) => p != phase || done < *last_done,
-            None => true,
-        };
-        if restarted {
-            self.phase_start = Some((phase.to_string(), now, done));
-        } else if let Some(ps) = &mut self.phase_start {
-            ps.2 = done;
-        }
-        if !self.throttle.should_emit(phase, done, total, now) {
-            return;
-        }
         match self.sink {
-            Sink::Json => {
-                let line = progress_line(phase, done, total);
-                self.write_out(&line);
+            Sink::Json if !self.broken => {
+                if self
+                    .throttle
+                    .should_emit(phase, done, total, Instant::now())
+                {
+                    let line = progress_line(phase, done, total);
+                    self.write_out(&line);
+                }
             }
-            Sink::Bar => {
-                let elapsed = self
-                    .phase_start
-                    .as_ref()
-                    .map_or(Duration::ZERO, |(_, start, _)| now.duration_since(*start));
-                let line = render_bar(phase, done, total, elapsed);
-                self.write_err(&format!("\r{line}\x1b[K"));
-                self.bar_drawn = true;
-            }
-            Sink::Quiet => {}
+            Sink::Bar => self.draw_bar(phase, done, total),
+            Sink::Json | Sink::Quiet => {}
         }
     }
 
@@ -169,12 +157,11 @@ impl Reporter {
         self.write_out(&line);
     }
 
-    /// Clears the bar line, if one is drawn.
+    /// Clears the bar, if one is drawn.
     pub fn finish(&mut self) {
-        if self.bar_drawn && !self.broken {
-            self.write_err("\r\x1b[K");
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish_and_clear();
         }
-        self.bar_drawn = false;
     }
 
     /// Whether this reporter prints JSON lines.
@@ -182,22 +169,43 @@ impl Reporter {
         self.sink == Sink::Json
     }
 
+    /// Moves the bar of `phase` to `done` of `total`, starting a new bar (the old one
+    /// cleared) when the phase changes or starts over. A bar that reaches its total is
+    /// drawn at once, as it may stay on screen while the next step runs.
+    fn draw_bar(&mut self, phase: &str, done: u64, total: u64) {
+        match &self.bar {
+            Some((p, bar)) if p == phase && done >= bar.position() => {
+                let moved = done != bar.position() || bar.length() != Some(total);
+                if bar.length() != Some(total) {
+                    bar.set_length(total);
+                }
+                bar.set_position(done);
+                if moved && done >= total {
+                    bar.force_draw();
+                }
+            }
+            _ => {
+                self.finish();
+                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+                    .with_style(bar_style())
+                    .with_prefix(phase.to_string())
+                    .with_position(done);
+                // What was done before the first update is not speed: let the estimator
+                // record `done`, then forget the rate it implied (it keeps `done` as its
+                // base). Only then show the bar.
+                bar.tick();
+                bar.reset_eta();
+                bar.set_draw_target((self.bar_target)());
+                bar.force_draw();
+                self.bar = Some((phase.to_string(), bar));
+            }
+        }
+    }
+
     fn write_out(&mut self, line: &str) {
         let r = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
-        self.check(r, "standard output");
-    }
-
-    fn write_err(&mut self, text: &str) {
-        let r = self
-            .err
-            .write_all(text.as_bytes())
-            .and_then(|()| self.err.flush());
-        self.check(r, "standard error");
-    }
-
-    fn check(&mut self, r: std::io::Result<()>, what: &str) {
         if let Err(e) = r {
-            log::warn!("cannot write progress to {what}, progress reporting stops: {e}");
+            log::warn!("cannot write progress to standard output, progress reporting stops: {e}");
             self.broken = true;
         }
     }
@@ -207,6 +215,14 @@ impl Drop for Reporter {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The style of every bar: [`BAR_TEMPLATE`] with [`BAR_CHARS`].
+fn bar_style() -> ProgressStyle {
+    // The template is a constant (a test parses it); indicatif's plain bar is the fallback.
+    ProgressStyle::with_template(BAR_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars(BAR_CHARS)
 }
 
 /// The JSON progress line, fields in a fixed order:
@@ -241,8 +257,9 @@ fn json_line(event: &str, fields: &serde_json::Value) -> String {
     line
 }
 
-/// Decides which updates are shown: the first of a phase, the last (`done == total`),
-/// and otherwise one per `interval`, or per 1 % step when `percent_step` is set.
+/// Decides which JSON progress updates are printed: the first of a phase, the last
+/// (`done == total`), and otherwise one per `interval`, or per 1 % step when
+/// `percent_step` is set.
 #[derive(Debug)]
 struct Throttle {
     interval: Duration,
@@ -309,60 +326,6 @@ pub fn format_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// Formats a rate in bytes per second: `350 MiB/s` (no decimal from 10 units up).
-fn format_rate(bytes_per_sec: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes_per_sec.max(0.0);
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v >= 10.0 || unit == 0 {
-        format!("{v:.0} {}/s", UNITS[unit])
-    } else {
-        format!("{v:.1} {}/s", UNITS[unit])
-    }
-}
-
-/// Formats a duration as `m:ss`, or `h:mm:ss` from an hour up.
-fn format_eta(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
-    }
-}
-
-/// Renders one bar line (without the carriage return): phase, bar, percent, amounts,
-/// and, once the phase has run long enough to tell, the rate and the time left.
-pub fn render_bar(phase: &str, done: u64, total: u64, elapsed: Duration) -> String {
-    let pct = percent(done, total);
-    let filled = if total == 0 {
-        BAR_WIDTH
-    } else {
-        // At most BAR_WIDTH because done is capped at total.
-        (u128::from(done.min(total)) * BAR_WIDTH as u128 / u128::from(total)) as usize
-    };
-    let bar: String = "#".repeat(filled) + &".".repeat(BAR_WIDTH - filled);
-    let mut line = format!(
-        "{phase} [{bar}] {pct:>3}%  {} / {}",
-        format_bytes(done.min(total)),
-        format_bytes(total)
-    );
-    if elapsed >= MIN_RATE_WINDOW && done > 0 {
-        let rate = done as f64 / elapsed.as_secs_f64();
-        line.push_str(&format!("  {}", format_rate(rate)));
-        if done < total {
-            let eta = ((total - done) as f64 / rate).ceil();
-            // A float of any size converts saturating; absurd ETAs are shown as such.
-            line.push_str(&format!("  ETA {}", format_eta(eta as u64)));
-        }
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,72 +339,6 @@ mod tests {
         assert_eq!(format_bytes(420 << 20), "420.0 MiB");
         assert_eq!(format_bytes(1 << 30), "1.0 GiB");
         assert_eq!(format_bytes(u64::MAX), "16.0 EiB");
-        assert_eq!(format_rate(350.0 * 1048576.0), "350 MiB/s");
-        assert_eq!(format_rate(2.5 * 1048576.0), "2.5 MiB/s");
-        assert_eq!(format_rate(12.0), "12 B/s");
-        assert_eq!(format_eta(2), "0:02");
-        assert_eq!(format_eta(125), "2:05");
-        assert_eq!(format_eta(3725), "1:02:05");
-    }
-
-    #[test]
-    fn bar_shows_fill_percent_rate_and_eta() {
-        let total = 1u64 << 30;
-        let done = total * 42 / 100 + 1;
-        let line = render_bar("write", done, total, Duration::from_secs(1));
-        assert!(
-            line.starts_with("write [############..................]  42%  "),
-            "{line}"
-        );
-        assert!(line.contains(" / 1.0 GiB  "), "{line}");
-        assert!(line.contains(" MiB/s  ETA 0:02"), "{line}");
-        // No rate before the phase has run a little.
-        let line = render_bar("scan", 10, 100, Duration::from_millis(10));
-        assert!(!line.contains("/s"), "{line}");
-        // Complete: full bar, no ETA.
-        let line = render_bar("verify", 100, 100, Duration::from_secs(1));
-        assert!(
-            line.contains(&format!("[{}] 100%", "#".repeat(BAR_WIDTH))),
-            "{line}"
-        );
-        assert!(!line.contains("ETA"), "{line}");
-        // Degenerate totals do not panic.
-        assert!(render_bar("x", 5, 0, Duration::from_secs(1)).contains("100%"));
-        assert!(render_bar("x", 50, 10, Duration::from_secs(1)).contains("100%"));
-    }
-
-    #[test]
-    fn bar_is_redrawn_at_most_ten_times_a_second() {
-        let mut t = Throttle::new(BAR_INTERVAL, false);
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        assert!(
-            t.should_emit("write", 1, 1000, ms(0)),
-            "first update of a phase"
-        );
-        assert!(!t.should_emit("write", 2, 1000, ms(50)));
-        assert!(
-            !t.should_emit("write", 500, 1000, ms(99)),
-            "no 1 % steps for the bar"
-        );
-        assert!(t.should_emit("write", 501, 1000, ms(100)));
-        assert!(
-            t.should_emit("write", 1000, 1000, ms(101)),
-            "always the last one"
-        );
-        assert!(
-            !t.should_emit("write", 1000, 1000, ms(102)),
-            "but only once"
-        );
-        assert!(
-            t.should_emit("verify", 1, 1000, ms(103)),
-            "a new phase shows at once"
-        );
-        // Many updates in one second: at most ~10 are shown.
-        let shown = (0..1000u64)
-            .filter(|&i| t.should_emit("read-back", i + 1, 10_000, ms(200 + i)))
-            .count();
-        assert!(shown <= 11, "{shown} redraws in one second");
     }
 
     #[test]
@@ -490,6 +387,77 @@ mod tests {
         }
     }
 
+    /// What [`TestTerm`] writes to clear a line.
+    const CLEAR: &str = "\r\x1b[2K";
+
+    impl Reporter {
+        /// A reporter printing JSON to `out` and drawing bars on a terminal that writes
+        /// to `err`.
+        fn with_writers(
+            sink: Sink,
+            out: Box<dyn Write + Send>,
+            err: Box<dyn Write + Send>,
+        ) -> Reporter {
+            let err = Arc::new(Mutex::new(err));
+            let target: BarTarget = Box::new(move || {
+                ProgressDrawTarget::term_like(Box::new(TestTerm(Arc::clone(&err))))
+            });
+            Reporter::with_parts(sink, out, target)
+        }
+    }
+
+    /// An 80-column terminal that writes the escape sequences of a real one to a writer.
+    struct TestTerm(Arc<Mutex<Box<dyn Write + Send>>>);
+
+    impl fmt::Debug for TestTerm {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("TestTerm")
+        }
+    }
+
+    impl TestTerm {
+        fn put(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().write_all(s.as_bytes())
+        }
+        /// Like a real terminal's handle, writes nothing for a move of 0.
+        fn move_cursor(&self, n: usize, direction: char) -> std::io::Result<()> {
+            if n == 0 {
+                return Ok(());
+            }
+            self.put(&format!("\x1b[{n}{direction}"))
+        }
+    }
+
+    impl indicatif::TermLike for TestTerm {
+        fn width(&self) -> u16 {
+            80
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            self.move_cursor(n, 'A')
+        }
+        fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+            self.move_cursor(n, 'B')
+        }
+        fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+            self.move_cursor(n, 'C')
+        }
+        fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+            self.move_cursor(n, 'D')
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.put(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.put(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.put(CLEAR)
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            self.0.lock().unwrap().flush()
+        }
+    }
+
     #[test]
     fn json_mode_prints_versioned_lines() {
         let (out, err) = (Captured::default(), Captured::default());
@@ -519,17 +487,59 @@ mod tests {
     }
 
     #[test]
+    fn bar_template_parses() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+    }
+
+    #[test]
     fn bar_mode_draws_on_stderr_and_clears() {
         let (out, err) = (Captured::default(), Captured::default());
         let mut r = Reporter::with_writers(Sink::Bar, Box::new(out.clone()), Box::new(err.clone()));
         assert!(!r.is_json());
-        r.update("scan", 1, 2);
+        r.update("scan", 1024, 2048);
         r.event("done", serde_json::json!({}));
+        let e = err.text();
+        let line = e.trim_end();
+        assert!(line.starts_with("scan ["), "{e:?}");
+        assert!(
+            line.ends_with("]  50%    1.00 KiB / 2.00 KiB         0 B/s  ETA  0s"),
+            "no rate yet from the first update: {e:?}"
+        );
+        let bar = &line["scan [".len()..line.find(']').unwrap()];
+        assert_eq!(line.len(), 80, "as wide as the terminal: {e:?}");
+        assert_eq!(bar.matches('#').count() * 2, bar.len(), "{bar:?}");
+        assert_eq!(bar.trim_start_matches('#').trim_end_matches('.'), "");
+        // A new phase clears the old bar and draws its own.
+        let before = e.len();
+        r.update("write", 0, 10);
+        let e = err.text();
+        assert!(e[before..].starts_with(CLEAR), "{e:?}");
+        assert!(e[before..].contains("write [...."), "{e:?}");
+        // The end of a phase is drawn at once, whatever the redraw rate.
+        let before = e.len();
+        r.update("write", 10, 10);
+        let e = err.text();
+        assert!(
+            e[before..].contains("####] 100%        10 B / 10 B  "),
+            "{e:?}"
+        );
+        // Degenerate totals do not panic.
+        r.update("x", 5, 0);
+        assert!(
+            err.text()
+                .ends_with("] 100%         5 B / 0 B         0 B/s  ETA  0s"),
+            "{:?}",
+            err.text()
+        );
+        r.update("y", 50, 10);
+        assert!(
+            err.text().contains("] 100%        50 B / 10 B  "),
+            "{:?}",
+            err.text()
+        );
         r.finish();
         assert!(out.text().is_empty(), "events are JSON-only");
-        let e = err.text();
-        assert!(e.starts_with("\rscan ["), "{e:?}");
-        assert!(e.ends_with("\r\x1b[K"), "{e:?}");
+        assert!(err.text().ends_with(CLEAR), "{:?}", err.text());
     }
 
     #[test]

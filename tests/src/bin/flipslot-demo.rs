@@ -208,6 +208,15 @@ fn run(verbose: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a console line shows in the end: progress bars redraw it after a carriage return
+/// (and clear it when done), so the last part with text in it, without escape sequences.
+fn last_state(raw: &str) -> String {
+    raw.rsplit('\r')
+        .map(strip_ansi)
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or_default()
+}
+
 /// `line` without terminal escape sequences (GRUB's menu paints with them).
 fn strip_ansi(line: &str) -> String {
     let mut out = String::new();
@@ -271,14 +280,9 @@ fn boot(disk: &Path, name: &str, verbose: bool) -> anyhow::Result<String> {
             serial.rfind('\n').map_or(0, |i| i + 1)
         };
         for raw in serial[shown..complete].lines() {
-            // Progress bars redraw with ESC[K; keep the last state of the line.
-            let line = raw
-                .rsplit("\u{1b}[K")
-                .find(|s| !s.trim().is_empty())
-                .unwrap_or("")
-                .trim_end_matches('\r');
-            if verbose || interesting(line) {
-                writeln!(out, "    | {}", strip_ansi(line))?;
+            let line = last_state(raw);
+            if verbose || interesting(&line) {
+                writeln!(out, "    | {line}")?;
             }
         }
         shown = complete;
@@ -295,5 +299,23 @@ fn boot(disk: &Path, name: &str, verbose: bool) -> anyhow::Result<String> {
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_state;
+
+    #[test]
+    fn a_redrawn_line_shows_its_last_state() {
+        // A bar redrawn twice and cleared, then the summary printed over it.
+        let raw = "write [#...]  50%\r\u{1b}[2Kwrite [####] 100%\r\u{1b}[2Kinstalled 1.0.0\r";
+        assert_eq!(last_state(raw), "installed 1.0.0");
+        assert_eq!(
+            last_state("\rscan [##..]\u{1b}[K\r\u{1b}[Kdemo: ok"),
+            "demo: ok"
+        );
+        assert_eq!(last_state("\u{1b}[1mplain\u{1b}[0m"), "plain");
+        assert_eq!(last_state("\r\u{1b}[2K"), "");
     }
 }

@@ -333,10 +333,12 @@ mod tests {
             {"compatible": "c", "result": "ok", "image_sha256": "00ff"}}}"#;
         let e = StatusFile::parse(bad, Path::new("/x/status.json")).unwrap_err();
         assert!(matches!(e, StatusError::Corrupt { .. }));
+        // The message names the file; the cause follows in the chain.
+        let shown = format!("{:#}", anyhow::Error::from(e));
         assert!(
-            e.to_string().contains("/x/status.json")
-                && e.to_string().contains("64 hex digits, not 4 characters"),
-            "{e}"
+            shown.starts_with("corrupt status file /x/status.json: ")
+                && shown.contains("64 hex digits, not 4 characters"),
+            "{shown}"
         );
     }
 

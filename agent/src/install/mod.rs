@@ -154,6 +154,28 @@ struct VerifiedImage {
 }
 
 impl Verified {
+    /// A verified bundle from its manifest's parts; `images` yields each image's class,
+    /// size and SHA-256 in bundle order.
+    fn new<'m>(
+        compatible: &str,
+        version: String,
+        images: impl Iterator<Item = (&'m str, u64, Sha256Digest)>,
+        manifest_sha256: Sha256Digest,
+    ) -> Verified {
+        Verified {
+            compatible: compatible.to_string(),
+            version,
+            images: images
+                .map(|(class, size, sha256)| VerifiedImage {
+                    class: class.to_string(),
+                    size,
+                    sha256,
+                })
+                .collect(),
+            manifest_sha256,
+        }
+    }
+
     /// What planning needs to know.
     fn plan_facts(&self) -> plan::BundleFacts {
         plan::BundleFacts {

@@ -21,7 +21,7 @@ use crate::install::plan::Target;
 use crate::install::pool::{buffer_pool, write_chunk};
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
-    Verified, VerifiedImage,
+    Verified,
 };
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use flipslot_format::source::ByteSource;
@@ -90,20 +90,16 @@ struct RaucWriter<'b, S: ByteSource + Send> {
 impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
     fn verified(&self) -> Verified {
         let m = self.bundle.manifest();
-        Verified {
-            compatible: m.compatible.clone(),
-            version: m.version.clone().unwrap_or_default(),
-            images: m
-                .images
-                .iter()
-                .map(|i| VerifiedImage {
-                    class: i.class.clone(),
-                    size: i.size,
-                    sha256: i.sha256,
-                })
-                .collect(),
-            manifest_sha256: self.bundle.manifest_sha256(),
-        }
+        let images = m
+            .images
+            .iter()
+            .map(|i| (i.class.as_str(), i.size, i.sha256));
+        Verified::new(
+            &m.compatible,
+            m.version.clone().unwrap_or_default(),
+            images,
+            self.bundle.manifest_sha256(),
+        )
     }
 
     fn write(

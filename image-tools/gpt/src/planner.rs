@@ -38,7 +38,7 @@ pub struct PartitionRequest {
     pub size: Option<u64>,
 }
 
-/// One partition of a [`Plan`].
+/// One partition of a [`Plan`], or of a decoded [`crate::Table`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PlannedPartition {
     /// The partition number, 1-based (its entry's index + 1).
@@ -70,7 +70,7 @@ impl PlannedPartition {
     }
 }
 
-/// A partition table for one disk, made by [`plan()`].
+/// A partition table for one disk, made by [`plan()`]; [`crate::encode()`] turns it into bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Plan {
     /// Size of the disk in bytes.

@@ -1,6 +1,7 @@
-//! GUID partition tables for provisioning a blank disk: a layout planner ([`plan()`]) and
-//! the codec of the on-disk table ([`encode()`], [`decode()`]), so that `flipslot
-//! provision` can write the table it planned and recognise that table on the next run.
+//! GUID partition tables for provisioning a blank disk: a layout planner ([`plan()`]), the
+//! codec of the on-disk table ([`encode()`], [`decode()`]) and a probe for data signatures
+//! ([`probe()`]), so that `flipslot provision` can tell an empty disk from one that holds
+//! data, write the table it planned, and recognise that table on the next run.
 //!
 //! Pure: bytes in, bytes out. This crate never opens a file or a device and never runs a
 //! program; the caller reads [`head_len`] bytes from the start of the disk and
@@ -20,6 +21,7 @@ mod encode;
 mod guid;
 mod ondisk;
 mod planner;
+mod probe;
 
 pub use decode::{decode, GptError, Table};
 pub use encode::{encode, Encoded};
@@ -28,18 +30,18 @@ pub use planner::{
     min_disk_size, plan, PartitionRequest, Plan, PlanError, PlannedPartition, ALIGNMENT,
     MAX_LABEL_UNITS, MAX_PARTITIONS,
 };
+pub use probe::{probe, Signature};
 
-/// Bytes from the start of the disk that [`decode()`] reads: at least 34 sectors (MBR,
-/// primary header, entry array) and 128 KiB (what a probe for data signatures wants:
-/// btrfs at 64 KiB, ISO 9660 at 32 KiB, swap up to 64 KiB). Read fewer only when the
-/// disk is smaller.
+/// Bytes from the start of the disk that [`decode()`] and [`probe()`] read: at least 34
+/// sectors (MBR, primary header, entry array) and 128 KiB (btrfs at 64 KiB, ISO 9660 at
+/// 32 KiB, swap up to 64 KiB). Read fewer only when the disk is smaller.
 pub fn head_len(sector_size: u64) -> usize {
     window(sector_size, 34)
 }
 
-/// Bytes at the end of the disk that [`decode()`] reads: at least 33 sectors (backup
-/// entry array and header) and 128 KiB (md superblocks 0.90 and 1.0). Read fewer only
-/// when the disk is smaller.
+/// Bytes at the end of the disk that [`decode()`] and [`probe()`] read: at least 33 sectors
+/// (backup entry array and header) and 128 KiB (md superblocks 0.90 and 1.0). Read fewer
+/// only when the disk is smaller.
 pub fn tail_len(sector_size: u64) -> usize {
     window(sector_size, 33)
 }

@@ -12,7 +12,8 @@
 //! finds its own table ([`Table::matches`]) instead of asking to wipe.
 //!
 //! The byte layout follows the UEFI specification (chapter 5, "GUID Partition Table
-//! Disk Layout"); it is summarised in the `ondisk` module's source.
+//! Disk Layout"); it is summarised in the `ondisk` module's source and checked against
+//! `sgdisk` by this crate's integration test.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

@@ -1,9 +1,10 @@
 //! The flipslot bundle format: building, signing, verifying and reading signed A/B update
-//! bundles (`.fsb`), and the signed update channel that points at them.
+//! bundles (`.fsb`), and the small signed documents around them: the update channel that
+//! points at them and the provisioning description that sets up a new machine.
 //!
 //! This crate owns the byte layout ([`mod@format`]), the manifest, the keys and keyrings,
-//! the reader, the builder, the signed envelope ([`envelope`]) and the channel file signed
-//! in it ([`channel`]).
+//! the reader, the builder, the signed envelope ([`envelope`]) and the two documents signed
+//! in it: the channel file ([`channel`]) and the provisioning description ([`provision`]).
 //! It does no I/O of its own: the reader is generic over a [`source::ByteSource`] and the
 //! builder writes to any [`std::io::Write`]; files are only opened at paths a caller passes
 //! in (image inputs, key files, [`source::FileSource`]). It never runs a program, never
@@ -23,6 +24,7 @@ pub mod format;
 pub mod keyid;
 pub mod keys;
 pub mod manifest;
+pub mod provision;
 pub mod reader;
 pub mod source;
 pub mod timefmt;

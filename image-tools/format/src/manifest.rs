@@ -170,7 +170,7 @@ impl Manifest {
         if self.format != MANIFEST_FORMAT {
             return bad(format!("unsupported manifest format {}", self.format));
         }
-        if self.compatible.is_empty() || self.compatible.len() > 256 {
+        if !valid_compatible(&self.compatible) {
             return bad(format!(
                 "compatible must be 1 to 256 bytes, is {} bytes",
                 self.compatible.len()
@@ -284,6 +284,15 @@ fn checked_end(a: u64, b: u64) -> Result<u64, BundleError> {
     a.checked_add(b)
         .filter(|&e| e <= 1 << 50)
         .ok_or_else(|| BundleError::InvalidManifest("payload offsets overflow".into()))
+}
+
+/// Longest compatible string, in bytes.
+pub const MAX_COMPATIBLE_LEN: usize = 256;
+
+/// Whether `s` is a valid compatible string: 1 to [`MAX_COMPATIBLE_LEN`] bytes. The same
+/// rule holds wherever a compatible string is signed (manifest, provisioning description).
+pub fn valid_compatible(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_COMPATIBLE_LEN
 }
 
 /// Whether `s` is a valid slot class name.

@@ -2,7 +2,8 @@
 //! naming the current release of a channel (`stable`, `beta`, ...), where its bundle lives
 //! and which manifest it must have, signed with the same ed25519 keys as bundles.
 //!
-//! The file is an envelope whose `payload` is the exact signed text of a [`Channel`]:
+//! The file is a signed envelope ([`crate::envelope`]) whose `payload` is the exact signed
+//! text of a [`Channel`]:
 //!
 //! ```text
 //! {"format":1,
@@ -17,10 +18,10 @@
 //! the clock and the last accepted serial are arguments. `docs/channel-format.md` specifies
 //! the format and its security properties.
 
-mod envelope;
+mod file;
 mod rollout;
 
-pub use envelope::{sign_channel, signed_message, verify_channel, verify_signed};
+pub use file::{sign_channel, signed_message, verify_channel, verify_signed};
 pub use rollout::{in_rollout, rollout_bucket, ROLLOUT_DOMAIN};
 
 use crate::digest::Sha256Digest;

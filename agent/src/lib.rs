@@ -2,7 +2,7 @@
 //!
 //! Rooms, from the top down (each imports only rooms below it): `cli` (the `flipslot`
 //! and `rauc` command lines) → `daemon` → `ops` (typed operations and their rendering) →
-//! `install`, `health` → `slot`, `bootloader`, `config` → `net`, `host` (the side-effect
+//! `provision` → `install`, `health` → `slot`, `bootloader`, `config` → `net`, `host` (the side-effect
 //! seams). `ARCHITECTURE.md` is the map.
 
 pub mod bootloader;
@@ -14,4 +14,5 @@ pub mod host;
 pub mod install;
 pub mod net;
 pub mod ops;
+pub mod provision;
 pub mod slot;

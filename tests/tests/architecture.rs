@@ -16,6 +16,7 @@ const AGENT_LAYERS: &[&[&str]] = &[
     &["cli"],
     &["daemon"],
     &["ops"],
+    &["provision"],
     &["install", "health"],
     &["slot", "bootloader"],
     &["config"],

@@ -2,6 +2,7 @@
 //! and the mount table. Everything above this room reaches the host through it.
 
 pub mod clock;
+pub mod disks;
 pub mod failpoint;
 pub mod mountinfo;
 pub mod paths;

@@ -20,6 +20,21 @@ nix::ioctl_read_bad!(
     u64
 );
 
+// BLKRRPART is `_IO(0x12, 95)` in <linux/fs.h>: re-read the partition table.
+nix::ioctl_none_bad!(blkrrpart, nix::request_code_none!(0x12, 95));
+
+/// Asks the kernel to re-read the partition table of the block device at `path` (no-op
+/// for a regular file), so the partitions just written get device nodes.
+pub fn reread_partitions(path: &Path) -> io::Result<()> {
+    let file = File::open(path)?;
+    if !file.metadata()?.file_type().is_block_device() {
+        return Ok(());
+    }
+    // SAFETY: the fd is open for the lifetime of `file`; BLKRRPART takes no argument.
+    unsafe { blkrrpart(file.as_raw_fd()) }.map_err(io::Error::from)?;
+    Ok(())
+}
+
 /// The size in bytes of a block device (via `BLKGETSIZE64`) or of a regular file.
 pub fn block_device_size(file: &File) -> io::Result<u64> {
     let meta = file.metadata()?;

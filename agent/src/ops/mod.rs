@@ -1,10 +1,11 @@
-//! Typed operations shared by the CLI and the daemon: status, install, mark, health and
-//! rollback, one file each. Each loads what it needs from the [`Agent`] context (defined
+//! Typed operations shared by the CLI and the daemon: status, install, mark, health,
+//! rollback and provision, one file each. Each loads what it needs from the [`Agent`] context (defined
 //! here) and returns plain data; [`render`] turns that data into text and JSON.
 
 mod health;
 mod install;
 mod mark;
+mod provision;
 pub mod render;
 mod rollback;
 mod status;
@@ -13,6 +14,7 @@ pub use crate::health::verdict::{HealthAction, HealthEnv, HealthOutcome};
 pub use health::health;
 pub use install::{install_file, install_url};
 pub use mark::{mark, Mark, MarkOutcome};
+pub use provision::{provision, ProvisionRequest, DEFAULT_PROVISION_KEYRING};
 pub use rollback::{rollback, RollbackOutcome};
 pub use status::{status, SlotState, SlotStatus, StatusReport};
 

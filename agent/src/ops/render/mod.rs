@@ -31,6 +31,57 @@ impl Progress for Reporter {
     }
 }
 
+impl crate::provision::Events for Reporter {
+    fn step(&mut self, step: &str, detail: &str) {
+        if self.is_json() {
+            self.event(
+                "step",
+                serde_json::json!({ "step": step, "detail": detail }),
+            );
+        } else {
+            // A bar of the previous phase is cleared first, so the line stands alone.
+            self.finish();
+            eprintln!("flipslot provision: {step}: {detail}");
+        }
+    }
+
+    fn bytes(&mut self, phase: &str, done: u64, total: u64) {
+        Reporter::update(self, phase, done, total);
+    }
+}
+
+/// The last line of `flipslot provision` (text mode).
+pub fn provision_summary(o: &crate::provision::Outcome, took: Duration) -> String {
+    if o.nothing_to_do {
+        return format!(
+            "flipslot provision: nothing to do on {}: it is already provisioned with {} {}",
+            o.disk, o.compatible, o.version
+        );
+    }
+    let mut s = String::new();
+    for p in &o.partitions {
+        let what = match (&p.slot, &p.bootname) {
+            (Some(slot), Some(boot)) if p.written => {
+                format!("slot {slot} (bootname {boot}), written")
+            }
+            (Some(slot), Some(boot)) => format!("slot {slot} (bootname {boot}), empty"),
+            _ => p.role.clone(),
+        };
+        s.push_str(&format!(
+            "  {} {:<12} {:>14} bytes at {:>12}  {what}\n",
+            p.number, p.label, p.size, p.offset
+        ));
+    }
+    format!(
+        "{s}flipslot provision: done {} ({} {}{}) in {:.1} s",
+        o.disk,
+        o.compatible,
+        o.version,
+        if o.wiped { ", old data wiped" } else { "" },
+        took.as_secs_f64()
+    )
+}
+
 /// The text of `flipslot status`.
 pub fn status_text(r: &StatusReport) -> String {
     let name_of = |n: &Option<String>| match n {

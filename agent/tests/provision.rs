@@ -94,7 +94,12 @@ fn description(esp: &[u8], allow_wipe: bool, write_all: bool) -> Provision {
     }
 }
 
-fn spec(label: &str, role: PartitionRole, size: Option<u64>, bootname: Option<&str>) -> PartitionSpec {
+fn spec(
+    label: &str,
+    role: PartitionRole,
+    size: Option<u64>,
+    bootname: Option<&str>,
+) -> PartitionSpec {
     PartitionSpec {
         label: label.into(),
         role,
@@ -194,7 +199,11 @@ fn check_gpt(disk: &Path) {
 /// A file of the data partition, read with `debugfs` from a copy of the partition.
 fn data_file(disk: &Path, part: &serde_json::Value, rel: &str, scratch: &Path) -> String {
     let img = scratch.join("data-part.img");
-    let bytes = read_range(disk, part["offset"].as_u64().unwrap(), part["size"].as_u64().unwrap());
+    let bytes = read_range(
+        disk,
+        part["offset"].as_u64().unwrap(),
+        part["size"].as_u64().unwrap(),
+    );
     std::fs::write(&img, bytes).unwrap();
     let out = Command::new("debugfs")
         .arg("-R")
@@ -230,7 +239,11 @@ fn check_provisioned(k: &Kit, disk: &Path, out: &Output, write_all: bool) -> ser
     );
     let a = partition(&done, "rootfs-a");
     let a_bytes = read_range(disk, a["offset"].as_u64().unwrap(), k.image.len() as u64);
-    assert_eq!(sha256_hex(&a_bytes), sha256_hex(&k.image), "slot A holds the image");
+    assert_eq!(
+        sha256_hex(&a_bytes),
+        sha256_hex(&k.image),
+        "slot A holds the image"
+    );
     let b = partition(&done, "rootfs-b");
     let b_bytes = read_range(disk, b["offset"].as_u64().unwrap(), k.image.len() as u64);
     assert_eq!(sha256_hex(&b_bytes) == sha256_hex(&k.image), write_all);
@@ -245,7 +258,10 @@ fn check_provisioned(k: &Kit, disk: &Path, out: &Output, write_all: bool) -> ser
     let rec = st.record("rootfs.0").expect("a record for slot A");
     assert_eq!(rec.result, InstallResult::Ok);
     assert_eq!(rec.bundle_version.as_deref(), Some("1.0.0"));
-    assert!(rec.trial.committed_at.is_some(), "the factory slot is committed");
+    assert!(
+        rec.trial.committed_at.is_some(),
+        "the factory slot is committed"
+    );
     assert_eq!(
         rec.image_sha256.map(|d| d.to_hex()),
         Some(sha256_hex(&k.image))
@@ -265,7 +281,15 @@ fn provisions_a_blank_disk_image_and_a_second_run_has_nothing_to_do() {
     let done = check_provisioned(&k, &disk, &out, false);
     // JSON lines name every step before the summary.
     let text = support::stdout(&out);
-    for step in ["inspect", "clear", "esp", "slot rootfs-a", "data", "partition-table", "done"] {
+    for step in [
+        "inspect",
+        "clear",
+        "esp",
+        "slot rootfs-a",
+        "data",
+        "partition-table",
+        "done",
+    ] {
         assert!(
             text.contains(&format!("\"step\":\"{step}\"")),
             "no {step} step in {text}"
@@ -277,11 +301,19 @@ fn provisions_a_blank_disk_image_and_a_second_run_has_nothing_to_do() {
     let second = last_json(&again);
     assert_eq!(second["nothing_to_do"], true, "{second}");
     assert_eq!(second["disk_guid"], done["disk_guid"]);
-    assert_eq!(sha256_hex(&std::fs::read(&disk).unwrap()), before, "nothing was written");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&disk).unwrap()),
+        before,
+        "nothing was written"
+    );
     // Text mode says so in its last line.
     let text = k.provision(&disk, &[]);
     expect_success(&text);
-    assert!(support::stdout(&text).contains("nothing to do on"), "{}", support::stdout(&text));
+    assert!(
+        support::stdout(&text).contains("nothing to do on"),
+        "{}",
+        support::stdout(&text)
+    );
 }
 
 #[test]
@@ -326,8 +358,11 @@ fn bad_descriptions_and_bundles_are_refused_before_anything_is_written() {
     let stranger = k.f.new_key("stranger");
     let key = flipslot_format::keys::load_secret_key(&stranger.secret).unwrap();
     let other = k.f.path().join("pxe/other.json");
-    std::fs::write(&other, sign_provision(&description(&k.esp, false, false), &[key]).unwrap())
-        .unwrap();
+    std::fs::write(
+        &other,
+        sign_provision(&description(&k.esp, false, false), &[key]).unwrap(),
+    )
+    .unwrap();
     let out = k.provision_with(&disk, &other, &k.bundle, &[], &[]);
     expect_failure(&out, "provisioning description");
     unchanged("untrusted signer");
@@ -346,7 +381,11 @@ fn bad_descriptions_and_bundles_are_refused_before_anything_is_written() {
     unchanged("wrong compatible");
 
     // An ESP image that is not the signed one.
-    std::fs::write(k.f.path().join("pxe/esp.img"), pseudo_random(k.esp.len(), 99)).unwrap();
+    std::fs::write(
+        k.f.path().join("pxe/esp.img"),
+        pseudo_random(k.esp.len(), 99),
+    )
+    .unwrap();
     let out = k.provision(&disk, &[]);
     expect_failure(&out, "sha256");
     std::fs::write(k.f.path().join("pxe/esp.img"), &k.esp).unwrap();
@@ -357,7 +396,10 @@ fn bad_descriptions_and_bundles_are_refused_before_anything_is_written() {
 
     // A disk too small for the layout.
     let small = k.f.path().join("small.img");
-    std::fs::File::create(&small).unwrap().set_len(16 * MIB).unwrap();
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
     let out = k.provision(&small, &[]);
     expect_failure(&out, "needs at least");
 }
@@ -407,11 +449,18 @@ fn an_interrupted_run_is_completed_by_the_next() {
             &[],
             &[("FLIPSLOT_FAILPOINT", spec.as_str())],
         );
-        assert!(!out.status.success(), "{point}: the failpoint did not stop the run");
+        assert!(
+            !out.status.success(),
+            "{point}: the failpoint did not stop the run"
+        );
         assert!(support::stderr(&out).contains(&format!("failpoint {point} hit")));
         // Until the protective MBR is written the disk has no usable partition table.
         let mbr = read_range(&disk, 510, 2);
-        assert_ne!(mbr, [0x55, 0xaa], "{point}: the MBR was written before the end");
+        assert_ne!(
+            mbr,
+            [0x55, 0xaa],
+            "{point}: the MBR was written before the end"
+        );
         let out = k.provision(&disk, &["--json"]);
         check_provisioned(&k, &disk, &out, false);
     }
@@ -436,7 +485,10 @@ fn provisions_a_loop_device() {
     let done = check_provisioned(&k, &dev.device, &out, false);
     assert_eq!(done["disk"], dev.path_str());
     // A second provisioning of the same disk at the same time is refused.
-    let lock = std::fs::OpenOptions::new().write(true).open(&dev.device).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev.device)
+        .unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
     let out = k.provision(&dev.device, &[]);
     expect_failure(&out, "cannot lock disk");

@@ -3,7 +3,8 @@
 //! dispatches. Every subcommand is one call into [`crate::ops`]; what it prints comes from
 //! [`crate::ops::render`].
 
-pub mod rauc;
+pub mod provision;
+mod rauc;
 
 use crate::daemon::client;
 use crate::host::paths::{self, Root};
@@ -106,41 +107,7 @@ pub enum Command {
     /// description is left alone ("nothing to do", exit 0). A disk holding data is refused
     /// unless --wipe is given and the description allows wiping. See
     /// docs/provisioning.md.
-    Provision {
-        /// The signed provisioning description (provision.json): a file or an http(s) URL.
-        /// The ESP image it names is read from the same directory or URL.
-        #[arg(long, value_name = "FILE|URL")]
-        description: String,
-        /// The bundle to install (.fsb): a file or an http(s) URL.
-        #[arg(long, value_name = "FILE|URL")]
-        bundle: String,
-        /// The trusted public keys (a .pub file or a directory of them).
-        #[arg(long, value_name = "PATH", default_value = ops::DEFAULT_PROVISION_KEYRING)]
-        keyring: PathBuf,
-        /// The disk to write (a block device, or a disk image file); it must still pass
-        /// the description's target rule. Default: the disk the rule selects.
-        #[arg(long, value_name = "DEV")]
-        disk: Option<PathBuf>,
-        /// Erase a disk that holds data (a partition table, a filesystem, RAID or LVM
-        /// signatures); only when the signed description allows it.
-        #[arg(long)]
-        wipe: bool,
-        /// POST one JSON object per step to this URL.
-        #[arg(long, value_name = "URL")]
-        report_url: Option<String>,
-        /// Reboot when the disk is provisioned (also when there was nothing to do).
-        #[arg(long)]
-        reboot: bool,
-        /// Write through the page cache instead of direct I/O.
-        #[arg(long)]
-        buffered_io: bool,
-        /// Progress as JSON lines and a final JSON summary on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Options for URLs.
-        #[command(flatten)]
-        http: HttpArgs,
-    },
+    Provision(provision::ProvisionArgs),
     /// Assess this boot (run once per boot by flipslot-health.service).
     ///
     /// Records earlier trials that never committed as rollbacks, runs the configured
@@ -343,9 +310,9 @@ pub fn run_from<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
 /// Parses `flipslot`'s arguments and runs the command.
 fn run_flipslot(args: Vec<OsString>) -> Result<()> {
     let mut cli = Cli::parse_from(args);
-    if let Command::Provision { .. } = &cli.command {
+    if let Command::Provision(args) = cli.command {
         // Provisioning runs before there is a system config to load.
-        return run_provision(cli);
+        return provision::run(&cli.root, args);
     }
     // Paths given on the command line are relative to the working directory, not to
     // --root (which only applies to the paths inside the config).
@@ -505,7 +472,7 @@ fn run_flipslot(args: Vec<OsString>) -> Result<()> {
         Command::MarkGood(a) => mark(&agent, a, Mark::Good)?,
         Command::MarkBad(a) => mark(&agent, a, Mark::Bad)?,
         Command::MarkActive(a) => mark(&agent, a, Mark::Active)?,
-        Command::Provision { .. } => bail!("provision runs before the config is loaded"),
+        Command::Provision(_) => bail!("provision runs before the config is loaded"),
     }
     Ok(())
 }
@@ -563,60 +530,6 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// `flipslot provision`.
-fn run_provision(cli: Cli) -> Result<()> {
-    let Command::Provision {
-        description,
-        bundle,
-        keyring,
-        disk,
-        wipe,
-        report_url,
-        reboot,
-        buffered_io,
-        json,
-        http,
-    } = cli.command
-    else {
-        bail!("not a provision command");
-    };
-    let root = Root::new(&cli.root);
-    let req = ops::ProvisionRequest {
-        description,
-        bundle,
-        keyring: absolute(&keyring)?,
-        disk: disk.as_deref().map(absolute).transpose()?,
-        wipe,
-        report_url,
-        direct_io: !buffered_io,
-    };
-    let http_opts = http.to_options()?;
-    let mut progress = Reporter::new(if json {
-        ProgressMode::Json
-    } else {
-        ProgressMode::Auto
-    });
-    let started = std::time::Instant::now();
-    let out = ops::provision(&root, &req, &http_opts, &mut progress);
-    progress.finish();
-    let out = out?;
-    if json {
-        let mut v = serde_json::to_value(&out)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("event".into(), "done".into());
-            o.insert("v".into(), 1.into());
-            o.insert("seconds".into(), started.elapsed().as_secs_f64().into());
-        }
-        println!("{}", serde_json::to_string(&v)?);
-    } else {
-        println!("{}", render::provision_summary(&out, started.elapsed()));
-    }
-    if reboot {
-        crate::host::sys::reboot(&root).context("cannot reboot")?;
-    }
     Ok(())
 }
 

@@ -219,3 +219,186 @@ pub fn check_compatible(p: &Provision, bundle_compatible: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flipslot_format::provision::{
+        DiskSelect, EspImage, PartitionSpec, ProvisionBootloader, TargetRule,
+    };
+
+    const MIB: u64 = 1 << 20;
+
+    fn spec(
+        label: &str,
+        role: PartitionRole,
+        size: Option<u64>,
+        boot: Option<&str>,
+    ) -> PartitionSpec {
+        PartitionSpec {
+            label: label.into(),
+            role,
+            size,
+            type_guid: None,
+            class: boot.map(|_| "rootfs".into()),
+            bootname: boot.map(str::to_string),
+        }
+    }
+
+    fn desc(write_all: bool) -> Provision {
+        Provision {
+            format: 1,
+            compatible: "board".into(),
+            target: TargetRule {
+                select: DiskSelect::Largest,
+                by_id: None,
+                serial: None,
+                allow_wipe: false,
+            },
+            bootloader: ProvisionBootloader::GrubEfi,
+            esp: EspImage {
+                file: "esp.img".into(),
+                size: 4096,
+                sha256: Sha256Digest([0; 32]),
+            },
+            partitions: vec![
+                spec("esp", PartitionRole::Esp, Some(8 * MIB), None),
+                spec("rootfs-a", PartitionRole::Slot, Some(16 * MIB), Some("A")),
+                spec("rootfs-b", PartitionRole::Slot, Some(16 * MIB), Some("B")),
+                spec("data", PartitionRole::Data, None, None),
+            ],
+            write_all_slots: write_all,
+            data_files: vec![],
+            status_file: None,
+        }
+    }
+
+    fn planned(p: &Provision, size: u64) -> (Plan, Encoded) {
+        let plan =
+            flipslot_gpt::plan(size, 512, &requests(p).unwrap(), &seed(p, size).unwrap()).unwrap();
+        let enc = flipslot_gpt::encode(&plan);
+        (plan, enc)
+    }
+
+    /// The disk's head and tail after writing `enc` (or zeros).
+    fn disk_bytes(size: u64, enc: Option<&Encoded>, mbr: bool) -> (Vec<u8>, Vec<u8>) {
+        let mut head = vec![0u8; flipslot_gpt::head_len(512)];
+        let tail_len = flipslot_gpt::tail_len(512);
+        let mut tail = vec![0u8; tail_len];
+        if let Some(e) = enc {
+            if mbr {
+                head[..e.mbr.len()].copy_from_slice(&e.mbr);
+            }
+            let p = e.primary_offset as usize;
+            head[p..p + e.primary.len()].copy_from_slice(&e.primary);
+            let b = (e.backup_offset - (size - tail_len as u64)) as usize;
+            tail[b..b + e.backup.len()].copy_from_slice(&e.backup);
+        }
+        (head, tail)
+    }
+
+    #[test]
+    fn the_table_is_the_same_for_the_same_description_and_disk() {
+        let p = desc(false);
+        let (a, _) = planned(&p, 256 * MIB);
+        let (b, _) = planned(&p, 256 * MIB);
+        assert_eq!(a, b);
+        let (c, _) = planned(&p, 512 * MIB);
+        assert_ne!(a.disk_guid, c.disk_guid, "another disk size, another table");
+        let mut q = p.clone();
+        q.partitions[1].size = Some(32 * MIB);
+        let (d, _) = planned(&q, 256 * MIB);
+        assert_ne!(
+            a.disk_guid, d.disk_guid,
+            "another description, another table"
+        );
+        assert_eq!(a.partitions[0].type_guid, flipslot_gpt::ESP_TYPE);
+        assert_eq!(a.partitions[3].type_guid, flipslot_gpt::LINUX_FS_TYPE);
+    }
+
+    #[test]
+    fn disk_states() {
+        let p = desc(false);
+        let size = 256 * MIB;
+        let (plan, enc) = planned(&p, size);
+        let (h, t) = disk_bytes(size, None, false);
+        assert_eq!(disk_state(&h, &t, &plan, &enc), DiskState::Blank);
+        let (h, t) = disk_bytes(size, Some(&enc), true);
+        assert_eq!(disk_state(&h, &t, &plan, &enc), DiskState::Provisioned);
+        // Cut off before the protective MBR: our own table, not finished.
+        let (h, t) = disk_bytes(size, Some(&enc), false);
+        assert_eq!(disk_state(&h, &t, &plan, &enc), DiskState::Interrupted);
+        // Another description's table is somebody's data.
+        let mut q = p.clone();
+        q.compatible = "other".into();
+        let (_, other) = planned(&q, size);
+        let (h, t) = disk_bytes(size, Some(&other), true);
+        match disk_state(&h, &t, &plan, &enc) {
+            DiskState::Foreign(found) => assert!(found.contains(&"gpt".to_string()), "{found:?}"),
+            s => panic!("{s:?}"),
+        }
+        // A whole-disk ext4.
+        let (mut h, t) = disk_bytes(size, None, false);
+        h[1024 + 56] = 0x53;
+        h[1024 + 57] = 0xef;
+        assert!(matches!(
+            disk_state(&h, &t, &plan, &enc),
+            DiskState::Foreign(_)
+        ));
+    }
+
+    #[test]
+    fn slots_get_their_images_and_names() {
+        let p = desc(false);
+        let images = vec![("rootfs".to_string(), 10 * MIB)];
+        let sizes = vec![8 * MIB, 16 * MIB, 16 * MIB, 100 * MIB];
+        let t = slot_targets(&p, &images, &sizes).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].name.as_str(), t[0].bootname.as_str(), t[0].write),
+            ("rootfs.0", "A", true)
+        );
+        assert_eq!(
+            (t[1].name.as_str(), t[1].bootname.as_str(), t[1].write),
+            ("rootfs.1", "B", false)
+        );
+        let all = slot_targets(&desc(true), &images, &sizes).unwrap();
+        assert!(all.iter().all(|s| s.write));
+        let big = vec![("rootfs".to_string(), 17 * MIB)];
+        let e = slot_targets(&p, &big, &sizes).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not fit partition \"rootfs-a\""),
+            "{e}"
+        );
+        let none = vec![("appfs".to_string(), MIB)];
+        let e = slot_targets(&p, &none, &sizes).unwrap_err();
+        assert!(
+            e.to_string().contains("no image of class \"rootfs\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_factory_record_is_committed() {
+        let p = desc(true);
+        let images = vec![("rootfs".to_string(), MIB)];
+        let t = slot_targets(&p, &images, &[8 * MIB, 16 * MIB, 16 * MIB, 64 * MIB]).unwrap();
+        let f = Factory {
+            compatible: "board".into(),
+            version: "1.2.3".into(),
+            manifest_sha256: Sha256Digest([1; 32]),
+            at: 1_800_000_000,
+        };
+        let st = factory_status(&t, &[Sha256Digest([2; 32])], &f);
+        for name in ["rootfs.0", "rootfs.1"] {
+            let r = st.record(name).unwrap();
+            assert_eq!(r.result, InstallResult::Ok);
+            assert_eq!(r.trial.committed_at, Some(1_800_000_000));
+            assert_eq!(r.image_sha256, Some(Sha256Digest([2; 32])));
+            assert!(!st.is_uncommitted_trial(name));
+        }
+        assert!(check_compatible(&p, "board").is_ok());
+        assert!(check_compatible(&p, "other").is_err());
+    }
+}

@@ -56,6 +56,9 @@ pub struct GuestSpec {
     pub system_toml: Option<String>,
     /// More files (they may replace the defaults, but not `/sbin/init`'s directory links).
     pub files: Vec<ExtraFile>,
+    /// Make `/etc/flipslot` a link to `/data/flipslot/etc`: the agent config and keyring
+    /// come from the data partition (as `flipslot provision` writes them), not the image.
+    pub config_from_data: bool,
 }
 
 impl GuestSpec {
@@ -68,6 +71,7 @@ impl GuestSpec {
             agent: Agent::BuildStatic,
             system_toml: None,
             files: Vec::new(),
+            config_from_data: false,
         }
     }
 }
@@ -192,6 +196,12 @@ pub fn build_tree(spec: &GuestSpec, kernel: &Kernel, dest: &Path) -> anyhow::Res
             mkdir(parent)?;
         }
         write(&path, &f.contents, f.mode)?;
+    }
+    if spec.config_from_data {
+        let etc = dest.join("etc/flipslot");
+        std::fs::remove_dir_all(&etc).with_context(|| format!("cannot remove {}", etc.display()))?;
+        std::os::unix::fs::symlink("/data/flipslot/etc", &etc)
+            .with_context(|| format!("cannot create symlink {}", etc.display()))?;
     }
     Ok(TreeInfo {
         kernel_release: kernel.release.clone(),

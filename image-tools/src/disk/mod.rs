@@ -23,8 +23,9 @@
 //! [[partition]]                      # one table per partition, in GPT order (1, 2, ...)
 //! label = "esp"                      # required; GPT name (PARTLABEL), unique
 //! role = "esp"                       # required; "esp", "slot" or "data"
-//! size = "32M"                       # required; bytes or K/M/G/T (binary), multiple of 4K
-//! # start = "1M"                     # optional; default: see below
+//! size = "32M"                       # required; bytes or K/M/G/T (binary), multiple of 4K,
+//!                                    # or "rest" (provisioning only, see below)
+//! # start = "1M"                     # optional; default: see below (not for provisioning)
 //!
 //! [[partition]]
 //! label = "rootfs-a"
@@ -62,6 +63,10 @@
 //!   of that class and is the one marked good; the others are left empty (zeros).
 //! - At most one `data` partition has `from = "dir"`, and then `--data-dir` is required.
 //! - Unknown keys are errors.
+//! - `flipslot-image provision` reads the same file ([`layout::LayoutKind::Provisioning`])
+//!   with two differences: the last partition may have `size = "rest"` (the rest of the
+//!   machine's disk; not the esp), and `start` is refused (`flipslot provision` places the
+//!   partitions). A disk image has fixed sizes: `flipslot-image disk` refuses `"rest"`.
 //!
 //! The disk is as large as the last partition's end plus the backup GPT, rounded up to 1 MiB.
 //!

@@ -290,8 +290,17 @@ pub fn required_programs(layout: &Layout) -> Vec<&'static str> {
 /// Checks that every program and GRUB module [`build_disk`] needs for `layout` is installed;
 /// the error names each missing one with its Debian package.
 pub fn check_tools(layout: &Layout, grub_dir: &Path) -> Result<(), DiskError> {
-    let mut missing: Vec<String> = required_programs(layout)
-        .into_iter()
+    check_programs(&required_programs(layout), grub_dir)
+}
+
+/// The programs [`esp::GrubEsp::build`] runs.
+pub const ESP_PROGRAMS: [&str; 4] = ["mkfs.vfat", "mmd", "mcopy", "grub-mkimage"];
+
+/// Checks that `programs` and the GRUB modules of [`grub::GRUB_MODULES`] in `grub_dir` are
+/// installed; the error names each missing one with its Debian package.
+pub fn check_programs(programs: &[&str], grub_dir: &Path) -> Result<(), DiskError> {
+    let mut missing: Vec<String> = programs
+        .iter()
         .filter(|p| find_program(OsStr::new(p)).is_none())
         .map(|p| format!("{p} (Debian package {})", debian_package(p)))
         .collect();

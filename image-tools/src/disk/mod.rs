@@ -94,6 +94,7 @@ pub mod write;
 mod build;
 
 pub use build::build_disk;
+pub(crate) use build::check_data_dir;
 
 use std::ffi::OsStr;
 use std::io;

@@ -10,6 +10,7 @@ mod disk;
 mod extract;
 mod info;
 mod keygen;
+mod provision;
 mod rauc_info;
 mod sign;
 mod verify;
@@ -76,6 +77,12 @@ enum Command {
     ChannelVerify(channel::ChannelVerifyArgs),
     /// Build a bootable A/B GPT disk image (x86_64 UEFI, GRUB) from a layout and a bundle
     Disk(disk::DiskArgs),
+    /// Build the signed provisioning set (provision.json, esp.img) for `flipslot provision`
+    #[command(long_about = provision::LONG_ABOUT)]
+    Provision(provision::ProvisionArgs),
+    /// Verify a provisioning description as a machine would and show it
+    #[command(long_about = provision::LONG_ABOUT_INFO)]
+    ProvisionInfo(provision::ProvisionInfoArgs),
 }
 
 /// Parses the process's arguments and runs the subcommand. `--help`, `--version` and
@@ -112,6 +119,8 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Disk(a) => disk::run(a),
         Command::Channel(a) => channel::run(&a),
         Command::ChannelVerify(a) => channel::run_verify(&a),
+        Command::Provision(a) => provision::run(&a),
+        Command::ProvisionInfo(a) => provision::run_info(&a),
     }
 }
 

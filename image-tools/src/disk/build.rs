@@ -7,14 +7,14 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::esp::{self, EspFile};
+use super::esp::GrubEsp;
 use super::gpt::{self, DiskGuids};
+use super::grub;
 use super::write::{copy_file_into, io_err, write_sparse_at, ScratchDir};
 use super::{
     check_tools, DataFs, DiskError, DiskOptions, DiskSummary, Layout, Partition, PartitionSummary,
     Role,
 };
-use super::{grub, layout};
 use crate::mkfs::{self, FsType, MkfsOptions};
 use flipslot_format::builder::Progress;
 use flipslot_format::error::BundleError;
@@ -260,7 +260,7 @@ fn unreachable_role<T>(layout: &Layout) -> Result<T, DiskError> {
 
 /// `--data-dir` is required by a `from = "dir"` partition, refused without one, and must be a
 /// directory.
-fn check_data_dir(layout: &Layout, data_dir: Option<&Path>) -> Result<(), DiskError> {
+pub(crate) fn check_data_dir(layout: &Layout, data_dir: Option<&Path>) -> Result<(), DiskError> {
     let wants = layout.partitions.iter().find(|p| {
         p.role
             == (Role::Data {
@@ -299,44 +299,17 @@ fn write_esp(
     seed: &[u8],
     timestamp: u64,
 ) -> Result<bool, DiskError> {
-    let efi = scratch.join(grub::BOOT_EFI);
-    esp::make_grub_efi(&efi, grub_dir)?;
-    let cfg = scratch.join("grub.cfg");
-    fs::write(&cfg, grub::grub_cfg(layout)).map_err(io_err("write", &cfg))?;
-    let env = scratch.join("grubenv");
-    fs::write(&env, grub::grubenv_block(&grub::initial_env(layout))?)
-        .map_err(io_err("write", &env))?;
     let image = scratch.join("esp.fat");
     let uuid = mkfs::uuid_from_seed(&[b"flipslot-disk/esp/".as_slice(), seed].concat());
-    let volume_id = u32::from_be_bytes([uuid[0], uuid[1], uuid[2], uuid[3]]);
-    let dir = grub::EFI_DIR;
-    let dests = [
-        format!("{dir}/{}", grub::BOOT_EFI),
-        format!("{dir}/grub.cfg"),
-        format!("{dir}/grubenv"),
-    ];
-    let files = [
-        EspFile {
-            dest: &dests[0],
-            source: &efi,
-        },
-        EspFile {
-            dest: &dests[1],
-            source: &cfg,
-        },
-        EspFile {
-            dest: &dests[2],
-            source: &env,
-        },
-    ];
-    let reproducible = esp::build_esp(
-        &image,
-        part.size,
-        part.start / layout::SECTOR,
-        volume_id,
+    let esp = GrubEsp {
+        layout,
+        part,
+        env: &grub::initial_env(layout),
+        grub_dir,
+        volume_id: u32::from_be_bytes([uuid[0], uuid[1], uuid[2], uuid[3]]),
         timestamp,
-        &files,
-    )?;
+    };
+    let reproducible = esp.build(&image, scratch)?;
     copy_file_into(disk, disk_path, part.start, &image, part.size)?;
     Ok(reproducible)
 }

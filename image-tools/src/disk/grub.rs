@@ -40,10 +40,17 @@ pub const GRUB_MODULES: &[&str] = &[
 /// first slot (which receives the bundle's image) is good (`OK=1`, `TRY=0`), the others are
 /// empty, hence not bootable (`OK=0`, `TRY=0`).
 pub fn initial_env(layout: &Layout) -> Vec<(String, String)> {
+    initial_env_for(layout, false)
+}
+
+/// [`initial_env`], or with `all_written` every slot good (`OK=1`, `TRY=0`): provisioning
+/// with `--write-all-slots` writes the image into every slot, so each is a fallback from
+/// the first boot.
+pub fn initial_env_for(layout: &Layout, all_written: bool) -> Vec<(String, String)> {
     let bootnames = layout.bootnames();
     let mut vars = vec![("ORDER".to_string(), bootnames.join(" "))];
     for (i, bn) in bootnames.iter().enumerate() {
-        let ok = if i == 0 { "1" } else { "0" };
+        let ok = if i == 0 || all_written { "1" } else { "0" };
         vars.push((format!("{bn}_OK"), ok.to_string()));
         vars.push((format!("{bn}_TRY"), "0".to_string()));
     }
@@ -219,6 +226,10 @@ mod tests {
         ));
         assert!(text.ends_with("####"));
         assert_eq!(parse_grubenv(&block).unwrap(), vars);
+        // Every slot written: every slot good.
+        let all = initial_env_for(&layout, true);
+        assert_eq!(all[3], ("B_OK".to_string(), "1".to_string()));
+        assert_eq!(initial_env_for(&layout, false), vars);
     }
 
     #[test]

@@ -23,8 +23,9 @@
 //! [[partition]]                      # one table per partition, in GPT order (1, 2, ...)
 //! label = "esp"                      # required; GPT name (PARTLABEL), unique
 //! role = "esp"                       # required; "esp", "slot" or "data"
-//! size = "32M"                       # required; bytes or K/M/G/T (binary), multiple of 4K
-//! # start = "1M"                     # optional; default: see below
+//! size = "32M"                       # required; bytes or K/M/G/T (binary), multiple of 4K,
+//!                                    # or "rest" (provisioning only, see below)
+//! # start = "1M"                     # optional; default: see below (not for provisioning)
 //!
 //! [[partition]]
 //! label = "rootfs-a"
@@ -62,6 +63,10 @@
 //!   of that class and is the one marked good; the others are left empty (zeros).
 //! - At most one `data` partition has `from = "dir"`, and then `--data-dir` is required.
 //! - Unknown keys are errors.
+//! - `flipslot-image provision` reads the same file ([`layout::LayoutKind::Provisioning`])
+//!   with two differences: the last partition may have `size = "rest"` (the rest of the
+//!   machine's disk; not the esp), and `start` is refused (`flipslot provision` places the
+//!   partitions). A disk image has fixed sizes: `flipslot-image disk` refuses `"rest"`.
 //!
 //! The disk is as large as the last partition's end plus the backup GPT, rounded up to 1 MiB.
 //!
@@ -89,6 +94,7 @@ pub mod write;
 mod build;
 
 pub use build::build_disk;
+pub(crate) use build::check_data_dir;
 
 use std::ffi::OsStr;
 use std::io;
@@ -285,8 +291,17 @@ pub fn required_programs(layout: &Layout) -> Vec<&'static str> {
 /// Checks that every program and GRUB module [`build_disk`] needs for `layout` is installed;
 /// the error names each missing one with its Debian package.
 pub fn check_tools(layout: &Layout, grub_dir: &Path) -> Result<(), DiskError> {
-    let mut missing: Vec<String> = required_programs(layout)
-        .into_iter()
+    check_programs(&required_programs(layout), grub_dir)
+}
+
+/// The programs [`esp::GrubEsp::build`] runs.
+pub const ESP_PROGRAMS: [&str; 4] = ["mkfs.vfat", "mmd", "mcopy", "grub-mkimage"];
+
+/// Checks that `programs` and the GRUB modules of [`grub::GRUB_MODULES`] in `grub_dir` are
+/// installed; the error names each missing one with its Debian package.
+pub fn check_programs(programs: &[&str], grub_dir: &Path) -> Result<(), DiskError> {
+    let mut missing: Vec<String> = programs
+        .iter()
         .filter(|p| find_program(OsStr::new(p)).is_none())
         .map(|p| format!("{p} (Debian package {})", debian_package(p)))
         .collect();

@@ -4,10 +4,39 @@
 
 use super::*;
 
+/// Whether a partition may have `size = "rest"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RestRule {
+    /// A disk image: never.
+    Never,
+    /// Provisioning, a partition before the last: no.
+    NotHere,
+    /// Provisioning, the last partition: yes (unless it is the esp).
+    Allowed,
+}
+
+/// The partition's size: bytes, or `None` for `size = "rest"` where `rule` allows it.
+fn partition_size(raw: &RawSize, rule: RestRule) -> Result<Option<u64>, String> {
+    if !matches!(raw, RawSize::Text(t) if t.trim() == REST) {
+        return size_value(raw).map(Some);
+    }
+    match rule {
+        RestRule::Allowed => Ok(None),
+        RestRule::NotHere => Err("size = \"rest\" is only allowed on the last partition".into()),
+        RestRule::Never => Err(
+            "size = \"rest\" (the rest of the disk) is only for `flipslot-image provision`; a \
+             disk image needs a fixed size for every partition"
+                .into(),
+        ),
+    }
+}
+
 pub(super) fn check_partition(
     p: &RawPartition,
     number: u32,
     default_start: u64,
+    rest_rule: RestRule,
+    kind: LayoutKind,
 ) -> Result<Partition, String> {
     if !valid_label(&p.label) {
         return Err(format!(
@@ -15,11 +44,20 @@ pub(super) fn check_partition(
             p.label
         ));
     }
-    let size = size_value(&p.size)?;
-    if size == 0 || size % ALIGN != 0 {
+    let size = partition_size(&p.size, rest_rule)?;
+    let rest = size.is_none();
+    let size = size.unwrap_or(0);
+    if !rest && (size == 0 || size % ALIGN != 0) {
         return Err(format!(
             "size {size} must be a positive multiple of {ALIGN} bytes"
         ));
+    }
+    if kind == LayoutKind::Provisioning && p.start.is_some() {
+        return Err(
+            "start is not supported for provisioning: flipslot provision places the partitions \
+             one after another on the machine's disk"
+                .into(),
+        );
     }
     let start = match &p.start {
         Some(s) => size_value(s)?,
@@ -44,6 +82,9 @@ pub(super) fn check_partition(
             not_for("bootname", &p.bootname)?;
             not_for("fs", &p.fs)?;
             not_for("from", &p.from)?;
+            if rest {
+                return Err("an esp needs a fixed size, not size = \"rest\"".into());
+            }
             if size < MIN_ESP {
                 return Err(format!(
                     "an esp needs at least {MIN_ESP} bytes (2M), not {size}"
@@ -128,6 +169,7 @@ pub(super) fn check_partition(
         role,
         start,
         size,
+        rest,
         status_file: p.status_file.clone(),
     })
 }

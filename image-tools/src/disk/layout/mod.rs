@@ -1,5 +1,10 @@
 //! The disk layout file: parsing the TOML into a checked [`Layout`] whose partitions have
 //! fixed numbers, starts and sizes. Pure: no I/O. The keys are documented in [`crate::disk`].
+//!
+//! One file format serves two uses ([`LayoutKind`]): a disk image (`flipslot-image disk`),
+//! where every size is fixed, and provisioning (`flipslot-image provision`), where the last
+//! partition may take the rest of the machine's disk (`size = "rest"`) and the machine
+//! places the partitions itself (no `start`).
 
 use std::collections::HashSet;
 
@@ -30,6 +35,20 @@ pub enum Bootloader {
     /// GRUB for x86_64 UEFI (`EFI/BOOT/BOOTX64.EFI` on the ESP) with a RAUC-style grubenv.
     GrubEfi,
 }
+
+/// What a layout is read for; the rules differ in two places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutKind {
+    /// A disk image file (`flipslot-image disk`): every size is fixed; `start` is allowed.
+    DiskImage,
+    /// A provisioning description (`flipslot-image provision`): the last partition may have
+    /// `size = "rest"` (the rest of the machine's disk); `start` is refused, as
+    /// `flipslot provision` places the partitions.
+    Provisioning,
+}
+
+/// The size value that asks for the rest of the disk.
+pub const REST: &str = "rest";
 
 /// How an ext4 data partition is filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +103,11 @@ pub struct Partition {
     pub role: Role,
     /// Start, in bytes from the start of the disk.
     pub start: u64,
-    /// Size in bytes.
+    /// Size in bytes; 0 when [`Partition::rest`] is set.
     pub size: u64,
+    /// Whether the partition takes the rest of the disk (`size = "rest"`; the last
+    /// partition of a [`LayoutKind::Provisioning`] layout only).
+    pub rest: bool,
     /// For an ext4 data partition: where (relative to its root) to write the agent's
     /// status file recording the factory image in the first slot, e.g.
     /// `flipslot/status.json` when the device mounts it at `/data` and its
@@ -229,17 +251,24 @@ fn parse_cmdline(cmdline: &str) -> Result<Vec<String>, String> {
 }
 
 impl Layout {
-    /// Parses and checks a layout file. `origin` (a path) names the layout in errors.
+    /// Parses and checks a layout file for a disk image ([`LayoutKind::DiskImage`]).
+    /// `origin` (a path) names the layout in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Layout, DiskError> {
+        Layout::parse_for(text, origin, LayoutKind::DiskImage)
+    }
+
+    /// Parses and checks a layout file for `kind`. `origin` (a path) names the layout in
+    /// errors.
+    pub fn parse_for(text: &str, origin: &str, kind: LayoutKind) -> Result<Layout, DiskError> {
         let err = |reason: String| DiskError::Layout {
             origin: origin.to_string(),
             reason,
         };
         let raw: RawLayout = toml::from_str(text).map_err(|e| err(e.message().to_string()))?;
-        Layout::check(raw, origin).map_err(err)
+        Layout::check(raw, origin, kind).map_err(err)
     }
 
-    fn check(raw: RawLayout, origin: &str) -> Result<Layout, String> {
+    fn check(raw: RawLayout, origin: &str, kind: LayoutKind) -> Result<Layout, String> {
         if !valid_boot_path(&raw.kernel) {
             return Err(format!(
                 "kernel {:?} must be an absolute path of A-Z a-z 0-9 / . _ + - characters",
@@ -276,7 +305,12 @@ impl Layout {
         let mut next_start = MIB;
         for (i, p) in raw.partition.iter().enumerate() {
             let number = u32::try_from(i + 1).map_err(|_| "too many partitions".to_string())?;
-            let part = check_partition(p, number, next_start)
+            let rest = match kind {
+                LayoutKind::DiskImage => RestRule::Never,
+                LayoutKind::Provisioning if i + 1 == raw.partition.len() => RestRule::Allowed,
+                LayoutKind::Provisioning => RestRule::NotHere,
+            };
+            let part = check_partition(p, number, next_start, rest, kind)
                 .map_err(|e| format!("partition {number} ({:?}): {e}", p.label))?;
             next_start = part.end().div_ceil(MIB).saturating_mul(MIB);
             partitions.push(part);
@@ -331,7 +365,7 @@ impl Layout {
 
 mod check;
 
-use check::{check_partition, check_set};
+use check::{check_partition, check_set, RestRule};
 
 #[cfg(test)]
 pub(crate) mod tests;

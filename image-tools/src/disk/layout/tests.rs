@@ -252,3 +252,42 @@ fn names_are_checked() {
     assert!(!valid_boot_path("/boot/$x"));
     assert!(!valid_boot_path("/"));
 }
+
+#[test]
+fn rest_of_the_disk_is_for_provisioning_only() {
+    let rest_last = EXAMPLE.replace("size = \"64M\"", "size = \"rest\"");
+    let e = err_of(&rest_last);
+    assert!(
+        e.contains("size = \"rest\"") && e.contains("flipslot-image provision"),
+        "{e}"
+    );
+    assert!(e.contains("partition 4 (\"data\")"), "{e}");
+
+    let prov = |text: &str| Layout::parse_for(text, "p.toml", LayoutKind::Provisioning);
+    let l = prov(&rest_last).unwrap();
+    let data = &l.partitions[3];
+    assert!(data.rest);
+    assert_eq!((data.start, data.size), (289 * MIB, 0));
+    assert!(l.partitions[..3].iter().all(|p| !p.rest));
+    // A layout with fixed sizes is fine for provisioning too.
+    assert!(!prov(EXAMPLE).unwrap().partitions[3].rest);
+
+    let not_last = with_parts(&format!(
+        "{ESP}[[partition]]\nlabel = \"a\"\nrole = \"slot\"\nclass = \"rootfs\"\n\
+         bootname = \"A\"\nsize = \"rest\"\n[[partition]]\nlabel = \"d\"\nrole = \"data\"\n\
+         size = \"8M\"\n"
+    ));
+    let e = prov(&not_last).unwrap_err().to_string();
+    assert!(e.contains("only allowed on the last partition"), "{e}");
+
+    let esp_last = with_parts(&format!(
+        "{SLOT_A}[[partition]]\nlabel = \"esp\"\nrole = \"esp\"\nsize = \"rest\"\n"
+    ));
+    let e = prov(&esp_last).unwrap_err().to_string();
+    assert!(e.contains("an esp needs a fixed size"), "{e}");
+
+    let with_start = EXAMPLE.replace("size = \"32M\"", "size = \"32M\"\nstart = \"1M\"");
+    assert!(Layout::parse(&with_start, "x").is_ok());
+    let e = prov(&with_start).unwrap_err().to_string();
+    assert!(e.contains("start is not supported for provisioning"), "{e}");
+}

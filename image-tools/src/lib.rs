@@ -1,7 +1,7 @@
 //! `flipslot-image`, the build-host command line: build, sign, verify, inspect and
 //! extract bundles ([`flipslot_format`]), read RAUC bundles ([`flipslot_rauc`]), sign
 //! update channels, make reproducible filesystems ([`mkfs`]) and whole disk images
-//! ([`disk`]).
+//! ([`disk`]), and build the PXE files that provision bare machines ([`netboot`]).
 //!
 //! The library target exists for this package's integration tests; the agent does not
 //! link it. Subprocesses go through [`flipslot_os::process`], file replacement through
@@ -10,3 +10,4 @@
 pub mod cli;
 pub mod disk;
 pub mod mkfs;
+pub mod netboot;

@@ -10,6 +10,7 @@ mod disk;
 mod extract;
 mod info;
 mod keygen;
+mod netboot;
 mod rauc_info;
 mod sign;
 mod verify;
@@ -76,6 +77,9 @@ enum Command {
     ChannelVerify(channel::ChannelVerifyArgs),
     /// Build a bootable A/B GPT disk image (x86_64 UEFI, GRUB) from a layout and a bundle
     Disk(disk::DiskArgs),
+    /// Build the kernel, initramfs and iPXE script that provision bare machines over PXE
+    #[command(long_about = netboot::LONG_ABOUT)]
+    Netboot(netboot::NetbootArgs),
 }
 
 /// Parses the process's arguments and runs the subcommand. `--help`, `--version` and
@@ -110,6 +114,7 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Info(a) => info::run(&a),
         Command::Extract(a) => extract::run(&a),
         Command::Disk(a) => disk::run(a),
+        Command::Netboot(a) => netboot::run(&a),
         Command::Channel(a) => channel::run(&a),
         Command::ChannelVerify(a) => channel::run_verify(&a),
     }

@@ -132,6 +132,12 @@ pub fn debian_package(program: &str) -> Option<&'static str> {
         "mkfs.erofs" | "fsck.erofs" | "dump.erofs" => Some("erofs-utils"),
         "mke2fs" | "mkfs.ext4" | "debugfs" | "e2fsck" | "dumpe2fs" | "tune2fs" => Some("e2fsprogs"),
         "fakeroot" => Some("fakeroot"),
+        "depmod" | "modprobe" => Some("kmod"),
+        "dpkg-deb" => Some("dpkg"),
+        "busybox" => Some("busybox-static"),
+        "ldd" => Some("libc-bin"),
+        "xz" => Some("xz-utils"),
+        "zstd" => Some("zstd"),
         _ => None,
     }
 }
@@ -483,6 +489,7 @@ mod tests {
         assert_eq!(debian_package("/sbin/mke2fs"), Some("e2fsprogs"));
         assert_eq!(debian_package("mksquashfs"), Some("squashfs-tools"));
         assert_eq!(debian_package("mkfs.erofs"), Some("erofs-utils"));
+        assert_eq!(debian_package("/usr/sbin/depmod"), Some("kmod"));
         assert_eq!(debian_package("frobnicate"), None);
     }
 

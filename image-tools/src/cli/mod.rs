@@ -10,6 +10,7 @@ mod disk;
 mod extract;
 mod info;
 mod keygen;
+mod netboot;
 mod provision;
 mod rauc_info;
 mod sign;
@@ -83,6 +84,9 @@ enum Command {
     /// Verify a provisioning description as a machine would and show it
     #[command(long_about = provision::LONG_ABOUT_INFO)]
     ProvisionInfo(provision::ProvisionInfoArgs),
+    /// Build the kernel, initramfs and iPXE script that provision bare machines over PXE
+    #[command(long_about = netboot::LONG_ABOUT)]
+    Netboot(netboot::NetbootArgs),
 }
 
 /// Parses the process's arguments and runs the subcommand. `--help`, `--version` and
@@ -117,6 +121,7 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Info(a) => info::run(&a),
         Command::Extract(a) => extract::run(&a),
         Command::Disk(a) => disk::run(a),
+        Command::Netboot(a) => netboot::run(&a),
         Command::Channel(a) => channel::run(&a),
         Command::ChannelVerify(a) => channel::run_verify(&a),
         Command::Provision(a) => provision::run(&a),

@@ -11,6 +11,7 @@ packages=(
   time bc                    # /usr/bin/time, bc: benchmarks
   gdisk mtools dosfstools grub-efi-amd64-bin   # flipslot-image disk
   qemu-system-x86 ovmf busybox-static cpio kmod   # the QEMU rig
+  ipxe-qemu                  # the NIC boot ROMs QEMU netboots with (provisioning)
   mmdebstrap                 # the systemd guest of the rig
   nginx openssl              # network install tests
   curl ca-certificates

@@ -199,7 +199,8 @@ pub fn build_tree(spec: &GuestSpec, kernel: &Kernel, dest: &Path) -> anyhow::Res
     }
     if spec.config_from_data {
         let etc = dest.join("etc/flipslot");
-        std::fs::remove_dir_all(&etc).with_context(|| format!("cannot remove {}", etc.display()))?;
+        std::fs::remove_dir_all(&etc)
+            .with_context(|| format!("cannot remove {}", etc.display()))?;
         std::os::unix::fs::symlink("/data/flipslot/etc", &etc)
             .with_context(|| format!("cannot create symlink {}", etc.display()))?;
     }

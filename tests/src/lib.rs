@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod kernel;
 pub mod network;
 pub mod paths;
+pub mod pxe;
 pub mod qemu;
 pub mod scenario;
 pub mod systemd_guest;

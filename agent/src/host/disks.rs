@@ -212,11 +212,11 @@ fn by_id_names(root: &Root) -> Vec<(String, String)> {
     out
 }
 
-/// The kernel name of the disk at `path` (`/dev/vda`, a by-id link, a loop device), read
-/// from its device numbers; `None` when it is not a block device (a disk image file).
+/// The kernel name of the disk at `path` (`/dev/vda`, a by-id link, a loop device; a path
+/// of the caller's, not under `root`), read from its device numbers; `None` when it is not
+/// a block device (a disk image file).
 pub fn kernel_name(root: &Root, path: &Path) -> Result<Option<String>> {
-    let resolved = root.resolve(path);
-    let Some((major, minor)) = crate::host::sys::device_numbers(&resolved)
+    let Some((major, minor)) = crate::host::sys::device_numbers(path)
         .with_context(|| format!("cannot read {}", path.display()))?
     else {
         return Ok(None);
@@ -235,8 +235,8 @@ pub fn kernel_name(root: &Root, path: &Path) -> Result<Option<String>> {
     Ok(dir.file_name().and_then(|n| n.to_str()).map(str::to_string))
 }
 
-/// The facts of the disk at an explicit `path`: from sysfs for a block device, or a
-/// disk image file's own size (512-byte sectors, not removable, not in use).
+/// The facts of the disk at an explicit `path` (the caller's path, not under `root`):
+/// from sysfs for a block device, or a disk image file's own size (512-byte sectors, not removable, not in use).
 pub fn explicit(root: &Root, path: &Path) -> Result<DiskFacts> {
     match kernel_name(root, path)? {
         Some(name) => {
@@ -247,7 +247,7 @@ pub fn explicit(root: &Root, path: &Path) -> Result<DiskFacts> {
             Ok(f)
         }
         None => {
-            let meta = std::fs::metadata(root.resolve(path))
+            let meta = std::fs::metadata(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             if !meta.is_file() {
                 anyhow::bail!(

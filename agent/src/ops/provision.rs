@@ -65,8 +65,8 @@ fn run(
     ev: &mut Tee<'_>,
 ) -> Result<Outcome> {
     let reports = ev.reports;
-    let keyring_path = root.resolve(&req.keyring);
-    let keyring = Keyring::load(&keyring_path)
+    // Paths from the command line are the caller's; --root only moves sysfs, /dev and /proc.
+    let keyring = Keyring::load(&req.keyring)
         .with_context(|| format!("cannot load the keyring {}", req.keyring.display()))?;
     let policy = VerifyPolicy { min_signatures: 1 };
 
@@ -115,7 +115,10 @@ fn run(
         ),
     );
 
-    let dev_path = root.resolve(&disk.path);
+    let dev_path = match &req.disk {
+        Some(p) => p.clone(),
+        None => root.resolve(&disk.path),
+    };
     let _lock = crate::host::sys::lock_exclusive(&dev_path)
         .with_context(|| format!("cannot lock disk {shown}: is another provisioning running?"))?;
     let mut dev = HostDevice::open(&dev_path, req.direct_io)
@@ -143,7 +146,8 @@ fn run(
     drop(dev);
     if !outcome.nothing_to_do {
         if let Err(e) = crate::host::sys::reread_partitions(&dev_path) {
-            log::warn!("cannot make the kernel re-read the partitions of {shown}: {e}");
+            // A loop device without partition scanning refuses this; nothing needs it here.
+            log::info!("the kernel did not re-read the partitions of {shown}: {e}");
         }
     }
     reports.send(

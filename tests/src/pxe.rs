@@ -22,39 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The layout a bare machine is provisioned with: the rig's, with the data partition
-/// taking the rest of the disk.
-pub const PROVISION_LAYOUT: &str = r#"bootloader = "grub-efi"
-kernel = "/boot/vmlinuz"
-initrd = "/boot/initrd.img"
-cmdline = "console=ttyS0 panic=-1"
-
-[[partition]]
-label = "esp"
-role = "esp"
-size = "32M"
-
-[[partition]]
-label = "rootfs-a"
-role = "slot"
-class = "rootfs"
-bootname = "A"
-size = "96M"
-
-[[partition]]
-label = "rootfs-b"
-role = "slot"
-class = "rootfs"
-bootname = "B"
-size = "96M"
-
-[[partition]]
-label = "data"
-role = "data"
-size = "rest"
-from = "dir"
-status-file = "flipslot/status.json"
-"#;
+/// The layout a bare machine is provisioned with: the rig's ([`images::RIG_LAYOUT`]),
+/// with the data partition taking the rest of the disk.
+pub fn provision_layout() -> String {
+    images::RIG_LAYOUT.replace("size = \"64M\"\nfs = \"ext4\"\n", "size = \"rest\"\n")
+}
 
 /// Size of the blank disk.
 pub const DISK_SIZE: u64 = 384 << 20;
@@ -143,10 +115,15 @@ impl PxeKit {
         Ok(dir)
     }
 
-    /// `flipslot-image provision` into `www/pxe` (the layout [`PROVISION_LAYOUT`]).
+    /// `flipslot-image provision` into `www/pxe` (the layout [`provision_layout`]).
     pub fn provision_set(&self, data: &Path, www: &Path) -> anyhow::Result<()> {
         let layout = self.work.path().join("provision-layout.toml");
-        std::fs::write(&layout, PROVISION_LAYOUT)
+        let text = provision_layout();
+        anyhow::ensure!(
+            text.contains("size = \"rest\""),
+            "the rig layout changed shape"
+        );
+        std::fs::write(&layout, text)
             .with_context(|| format!("cannot write {}", layout.display()))?;
         cmd::run(
             Command::new(&self.tool.0)
@@ -247,4 +224,19 @@ pub fn pxe_vm(name: &str, disk: &Path, bootfile: &str, timeout: Duration) -> VmC
     ];
     cfg.extra_args.extend(args);
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_provisioning_layout_is_the_rig_layout_with_a_rest_data_partition() {
+        let l = provision_layout();
+        assert_eq!(l.matches("size = \"rest\"").count(), 1, "{l}");
+        assert!(!l.contains("fs = \"ext4\""), "{l}");
+        assert!(l.contains("status-file = \"flipslot/status.json\""), "{l}");
+        assert_eq!(l.matches("[[partition]]").count(), 4);
+    }
 }

@@ -4,7 +4,7 @@
 //! [`crate::ops::render`].
 
 pub mod provision;
-mod rauc;
+pub mod rauc;
 
 use crate::daemon::client;
 use crate::host::paths::{self, Root};

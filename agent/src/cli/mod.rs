@@ -1,5 +1,5 @@
 //! The command lines: [`main`] picks `flipslot`'s (here) or the `rauc` drop-in's
-//! ([`rauc`]) from the name the binary was invoked under, then parses the arguments and
+//! (`rauc`) from the name the binary was invoked under, then parses the arguments and
 //! dispatches. Every subcommand is one call into [`crate::ops`]; what it prints comes from
 //! [`crate::ops::render`].
 
@@ -278,7 +278,7 @@ pub struct MarkArgs {
 pub enum Personality {
     /// `flipslot`'s own ([`Cli`]).
     Flipslot,
-    /// The `rauc` drop-in ([`rauc::RaucCli`]), when invoked as `rauc` (a symlink).
+    /// The `rauc` drop-in (`rauc::RaucCli`), when invoked as `rauc` (a symlink).
     Rauc,
 }
 

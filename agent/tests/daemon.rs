@@ -909,6 +909,13 @@ fn socket_api_serves_status_install_and_check() {
     assert!(s.f.slot_bytes("B")[..img.len()] == img[..]);
     assert_eq!(s.f.primary().as_deref(), Some("B"));
 
+    // --if-needed reaches the daemon: the bundle waits for the reboot, nothing to do.
+    let out = s.run(&["install", "--if-needed", "--json", b2.to_str().unwrap()]);
+    expect_success(&out);
+    let done: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(done["skipped"], true, "{done}");
+    assert_eq!(done["skip_reason"], "pending", "{done}");
+
     // An install error comes back as the command's error.
     let out = s.run(&["install", s.f.path().join("missing.fsb").to_str().unwrap()]);
     assert!(!out.status.success());

@@ -1,5 +1,5 @@
 //! The command lines: [`main`] picks `flipslot`'s (here) or the `rauc` drop-in's
-//! ([`rauc`]) from the name the binary was invoked under, then parses the arguments and
+//! (`rauc`) from the name the binary was invoked under, then parses the arguments and
 //! dispatches. Every subcommand is one call into [`crate::ops`]; what it prints comes from
 //! [`crate::ops::render`].
 
@@ -83,6 +83,14 @@ pub enum Command {
         /// Write through the page cache instead of direct I/O.
         #[arg(long)]
         buffered_io: bool,
+        /// Do nothing, and exit 0, when the slot that boots next already holds this
+        /// bundle (the same signed manifest): the booted slot, or a slot waiting for the
+        /// reboot. The bundle's signatures are still checked. With --json the summary says
+        /// `"skipped": true` and `"skip_reason": "booted"` or `"pending"` (otherwise
+        /// `"skipped": false`). For idempotent runs from configuration management; see
+        /// docs/ansible.md.
+        #[arg(long)]
+        if_needed: bool,
         /// Progress as JSON lines and a final JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -278,7 +286,7 @@ pub struct MarkArgs {
 pub enum Personality {
     /// `flipslot`'s own ([`Cli`]).
     Flipslot,
-    /// The `rauc` drop-in ([`rauc::RaucCli`]), when invoked as `rauc` (a symlink).
+    /// The `rauc` drop-in (`rauc::RaucCli`), when invoked as `rauc` (a symlink).
     Rauc,
 }
 
@@ -353,18 +361,20 @@ fn run_flipslot(args: Vec<OsString>) -> Result<()> {
             allow_downgrade,
             no_read_back,
             buffered_io,
+            if_needed,
             json,
             no_daemon,
             http,
         } => {
+            let opts = InstallOptions {
+                allow_downgrade,
+                read_back: !no_read_back,
+                if_needed,
+                ..InstallOptions::default()
+            };
             if !no_daemon && !http.any_url_only() {
                 if let Some(c) = client::connect(&socket) {
-                    let req = client::install_request(
-                        &bundle,
-                        allow_downgrade,
-                        !no_read_back,
-                        !buffered_io,
-                    )?;
+                    let req = client::install_request(&bundle, &opts, !buffered_io)?;
                     return install_via_daemon(c, &req, json);
                 }
             }
@@ -374,11 +384,6 @@ fn run_flipslot(args: Vec<OsString>) -> Result<()> {
             } else {
                 ProgressMode::Auto
             });
-            let opts = InstallOptions {
-                allow_downgrade,
-                read_back: !no_read_back,
-                ..InstallOptions::default()
-            };
             let started = std::time::Instant::now();
             let url = bundle.to_str().filter(|b| crate::net::is_url(b));
             if url.is_none() && http.any_url_only() {

@@ -106,11 +106,10 @@ impl Client {
 }
 
 /// The install request for `source` (made absolute when it is a relative path, since the
-/// daemon runs elsewhere).
+/// daemon runs elsewhere) with the caller's choices.
 pub fn install_request(
     source: &Path,
-    allow_downgrade: bool,
-    read_back: bool,
+    opts: &crate::install::InstallOptions,
     direct_io: bool,
 ) -> Result<Value> {
     let s = source.to_str().context("the bundle path is not UTF-8")?;
@@ -127,9 +126,10 @@ pub fn install_request(
     Ok(json!({
         "op": "install",
         "source": source,
-        "allow_downgrade": allow_downgrade,
-        "read_back": read_back,
+        "allow_downgrade": opts.allow_downgrade,
+        "read_back": opts.read_back,
         "direct_io": direct_io,
+        "if_needed": opts.if_needed,
     }))
 }
 
@@ -152,13 +152,22 @@ mod tests {
 
     #[test]
     fn requests() {
-        let r = install_request(Path::new("/b.fsb"), true, false, true).unwrap();
+        let opts = crate::install::InstallOptions {
+            allow_downgrade: true,
+            read_back: false,
+            if_needed: true,
+            ..Default::default()
+        };
+        let r = install_request(Path::new("/b.fsb"), &opts, true).unwrap();
         assert_eq!(r["source"], "/b.fsb");
         assert_eq!(r["allow_downgrade"], true);
         assert_eq!(r["read_back"], false);
-        let r = install_request(Path::new("http://h/b.fsb"), false, true, true).unwrap();
+        assert_eq!(r["if_needed"], true);
+        let opts = crate::install::InstallOptions::default();
+        let r = install_request(Path::new("http://h/b.fsb"), &opts, true).unwrap();
         assert_eq!(r["source"], "http://h/b.fsb");
-        let r = install_request(Path::new("b.fsb"), false, true, true).unwrap();
+        assert_eq!(r["if_needed"], false);
+        let r = install_request(Path::new("b.fsb"), &opts, true).unwrap();
         assert!(Path::new(r["source"].as_str().unwrap()).is_absolute());
     }
 

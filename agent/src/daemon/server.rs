@@ -4,7 +4,8 @@
 //! - `{"op":"status"}` → the object `flipslot status --json` prints (one line);
 //!   `{"op":"status","text":true}` → `{"v":1,"event":"status","text":"…"}`.
 //! - `{"op":"install","source":"<path or URL>","allow_downgrade":false}` (optional
-//!   `"read_back":true`, `"direct_io":true`) → the progress lines of `install --json`,
+//!   `"read_back":true`, `"direct_io":true`, `"if_needed":false`) → the progress lines of
+//!   `install --json`,
 //!   then `{"v":1,"event":"done",…}` or `{"v":1,"event":"error","message":"…"}`.
 //! - `{"op":"check"}` → polls the channel now; `{"v":1,"event":"done","outcome":…}`.
 //!
@@ -51,6 +52,9 @@ pub enum Request {
         /// Direct I/O on slot devices.
         #[serde(default = "yes")]
         direct_io: bool,
+        /// Nothing to do when the bundle already boots next (`install --if-needed`).
+        #[serde(default)]
+        if_needed: bool,
     },
     /// Poll the channel now.
     Check,
@@ -192,12 +196,18 @@ async fn serve_connection(
                 allow_downgrade,
                 read_back,
                 direct_io,
+                if_needed,
             } => {
                 let (tx, mut rx) = mpsc::unbounded_channel::<String>();
                 let d = d.clone();
-                let job = tokio::task::spawn_blocking(move || {
-                    install(&d, &source, allow_downgrade, read_back, direct_io, tx)
-                });
+                let opts = InstallOptions {
+                    allow_downgrade,
+                    read_back,
+                    if_needed,
+                    ..InstallOptions::default()
+                };
+                let job =
+                    tokio::task::spawn_blocking(move || install(&d, &source, &opts, direct_io, tx));
                 let mut client_gone = false;
                 while let Some(line) = rx.recv().await {
                     if client_gone {
@@ -245,8 +255,7 @@ fn describe(req: &Request) -> String {
 fn install(
     d: &Daemon,
     source: &str,
-    allow_downgrade: bool,
-    read_back: bool,
+    opts: &InstallOptions,
     direct_io: bool,
     tx: mpsc::UnboundedSender<String>,
 ) {
@@ -257,19 +266,14 @@ fn install(
         cmdline_file: d.agent.cmdline_file.clone(),
         direct_io,
     };
-    let opts = InstallOptions {
-        allow_downgrade,
-        read_back,
-        ..InstallOptions::default()
-    };
     let mut progress = Reporter::json_to(Box::new(LineSender {
         tx: tx.clone(),
         buf: Vec::new(),
     }));
     let r = if crate::net::is_url(source) {
-        ops::install_url(&agent, source, &d.http, &opts, &mut progress)
+        ops::install_url(&agent, source, &d.http, opts, &mut progress)
     } else {
-        ops::install_file(&agent, Path::new(source), &opts, &mut progress)
+        ops::install_file(&agent, Path::new(source), opts, &mut progress)
     };
     progress.finish();
     drop(progress);
@@ -332,6 +336,7 @@ mod tests {
                 allow_downgrade: true,
                 read_back: true,
                 direct_io: true,
+                if_needed: false,
                 ..
             }
         ));

@@ -44,6 +44,9 @@ pub struct InstallOptions {
     /// the hash its signed channel names). Checked right after the signatures, before
     /// anything is written.
     pub expected_manifest_sha256: Option<Sha256Digest>,
+    /// Write nothing when the slot that boots next already holds this bundle
+    /// ([`plan::already_installed`]); the outcome says so in `skipped`.
+    pub if_needed: bool,
 }
 
 impl Default for InstallOptions {
@@ -52,6 +55,7 @@ impl Default for InstallOptions {
             allow_downgrade: false,
             read_back: true,
             expected_manifest_sha256: None,
+            if_needed: false,
         }
     }
 }
@@ -117,6 +121,15 @@ pub struct InstallOutcome {
     pub primary_bootname: String,
     /// Whether each slot was read back.
     pub read_back: bool,
+    /// Set when [`InstallOptions::if_needed`] found the bundle already in `primary`, the
+    /// slot that boots next: nothing was written and nothing changed, and `images` is
+    /// empty. `skip_reason` in JSON (`booted` or `pending`).
+    #[serde(
+        default,
+        rename = "skip_reason",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub skipped: Option<plan::AlreadyInstalled>,
 }
 
 /// Where an install reports what it does: the CLI draws a bar or prints JSON lines, the

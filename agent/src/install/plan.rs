@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use flipslot_format::Sha256Digest;
+use serde::{Deserialize, Serialize};
+
 use crate::config::{Slot, SystemConfig};
 use crate::slot::status::{InstallResult, StatusFile};
 use crate::slot::{choose_target, SlotHistory};
@@ -187,6 +190,51 @@ pub fn booted_version(status: &StatusFile, booted: Option<&Slot>) -> Option<semv
         return None;
     }
     parse_version(rec.bundle_version.as_deref()?)
+}
+
+/// Where `install --if-needed` found the bundle already installed, so nothing is to do
+/// (`booted` or `pending` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlreadyInstalled {
+    /// The booted slot runs it and boots next.
+    Booted,
+    /// Another slot holds it and boots next: only the reboot is left.
+    Pending,
+}
+
+impl AlreadyInstalled {
+    /// The name in JSON and text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlreadyInstalled::Booted => "booted",
+            AlreadyInstalled::Pending => "pending",
+        }
+    }
+}
+
+/// The rule of `install --if-needed`: the bundle whose signed manifest has SHA-256
+/// `manifest` need not be installed when the slot the bootloader boots next (`primary`)
+/// holds a good install of that very bundle. It is [`AlreadyInstalled::Booted`] when that
+/// slot is the booted one, else [`AlreadyInstalled::Pending`]. A slot that holds the bundle
+/// but does not boot next (another install came later, or its trial failed and it was
+/// marked bad) does not count: installing makes the bundle boot next again.
+pub fn already_installed(
+    manifest: &Sha256Digest,
+    booted: Option<&Slot>,
+    primary: Option<&Slot>,
+    status: &StatusFile,
+) -> Option<AlreadyInstalled> {
+    let primary = primary?;
+    let rec = status.slots.get(&primary.name)?;
+    if rec.result != InstallResult::Ok || rec.manifest_sha256.as_ref() != Some(manifest) {
+        return None;
+    }
+    Some(if booted.is_some_and(|b| b.name == primary.name) {
+        AlreadyInstalled::Booted
+    } else {
+        AlreadyInstalled::Pending
+    })
 }
 
 /// Checks compatible and version, and maps each image to its target slot. Refuses while
@@ -430,6 +478,58 @@ mod tests {
         }
         assert!(plan(&c, &facts("2.0.0"), a, true, &committed, false).is_ok());
         assert!(plan(&c, &facts("2.0.0"), a, false, &st, false).is_ok());
+    }
+
+    #[test]
+    fn if_needed_skips_only_the_bundle_that_boots_next() {
+        let c = cfg("");
+        let (a, b) = (c.slot_by_name("rootfs.0"), c.slot_by_name("rootfs.1"));
+        let m = Sha256Digest([7; 32]);
+        let other = Sha256Digest([8; 32]);
+        let mut st = booted_at("1.0.0");
+        if let Some(r) = st.slots.get_mut("rootfs.0") {
+            r.manifest_sha256 = Some(m);
+        }
+        // Booted from A, which holds the bundle and boots next.
+        assert_eq!(
+            already_installed(&m, a, a, &st),
+            Some(AlreadyInstalled::Booted)
+        );
+        // Another bundle, or nothing recorded for the primary slot: install.
+        assert_eq!(already_installed(&other, a, a, &st), None);
+        assert_eq!(already_installed(&m, a, b, &st), None);
+        assert_eq!(already_installed(&m, a, None, &st), None);
+        // B holds it and boots next; the booted slot is A (or none, a factory setup).
+        let mut staged = st.clone();
+        let mut rec = st.slots["rootfs.0"].clone();
+        rec.trial = Default::default();
+        staged.slots.insert("rootfs.1".into(), rec);
+        assert_eq!(
+            already_installed(&m, a, b, &staged),
+            Some(AlreadyInstalled::Pending)
+        );
+        assert_eq!(
+            already_installed(&m, None, b, &staged),
+            Some(AlreadyInstalled::Pending)
+        );
+        // A holds it but B boots next (a later install of another bundle): install, so
+        // that this bundle boots next again.
+        let mut later = staged.clone();
+        if let Some(r) = later.slots.get_mut("rootfs.1") {
+            r.manifest_sha256 = Some(other);
+        }
+        assert_eq!(already_installed(&m, a, b, &later), None);
+        // A failed or interrupted install of the bundle is no install.
+        let mut failed = staged.clone();
+        if let Some(r) = failed.slots.get_mut("rootfs.1") {
+            r.result = InstallResult::Failed;
+        }
+        assert_eq!(already_installed(&m, a, b, &failed), None);
+        assert_eq!(AlreadyInstalled::Pending.as_str(), "pending");
+        assert_eq!(
+            serde_json::to_value(AlreadyInstalled::Booted).unwrap(),
+            "booted"
+        );
     }
 
     #[test]

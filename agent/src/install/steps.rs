@@ -1,5 +1,6 @@
 //! The install steps after verification, the same for every bundle format: plan and open
-//! the targets, then the irreversible steps listed in [`crate::install`], in order.
+//! the targets, then the irreversible steps listed in [`crate::install`], in order. With
+//! `if_needed`, a bundle that already boots next is left alone before any of them.
 
 use crate::bootloader::SlotBootState;
 use crate::install::plan::{self, DeviceFacts, Target};
@@ -25,6 +26,32 @@ pub(super) fn run(
         Some(b) => env.bootloader.slot_state(&b.bootname)? == SlotBootState::Trying,
         None => false,
     };
+    if opts.if_needed {
+        let primary = env.bootloader.primary()?;
+        let primary = primary.and_then(|bn| env.cfg.slot_by_bootname(&bn));
+        if let (Some(why), Some(slot)) = (
+            plan::already_installed(&bundle.manifest_sha256, env.booted, primary, &status),
+            primary,
+        ) {
+            log::info!(
+                "bundle {what} ({} {}) is already installed in slot {} ({}); nothing to do",
+                bundle.compatible,
+                bundle.version,
+                slot.name,
+                why.as_str()
+            );
+            return Ok(InstallOutcome {
+                version: bundle.version.clone(),
+                compatible: bundle.compatible.clone(),
+                manifest_sha256: bundle.manifest_sha256,
+                images: Vec::new(),
+                primary: slot.name.clone(),
+                primary_bootname: slot.bootname.clone(),
+                read_back: false,
+                skipped: Some(why),
+            });
+        }
+    }
     let targets = plan::plan(
         env.cfg,
         &facts,
@@ -169,6 +196,7 @@ pub(super) fn run(
         primary: boot_target.name.clone(),
         primary_bootname: boot_target.bootname.clone(),
         read_back: opts.read_back,
+        skipped: None,
     })
 }
 

@@ -185,6 +185,20 @@ impl EnvelopeKind {
         keyring: &Keyring,
         policy: &VerifyPolicy,
     ) -> Result<String, EnvelopeError> {
+        let envelope = self.parse(bytes)?;
+        self.verify_signatures(&envelope, keyring, policy)?;
+        Ok(envelope.payload)
+    }
+
+    /// The payload text of a file of this kind WITHOUT checking any signature: size
+    /// bound, envelope parse and format number only. For tools that show what a file
+    /// says and say that it is unverified; nothing may act on it.
+    pub fn payload_unverified(&self, bytes: &[u8]) -> Result<String, EnvelopeError> {
+        Ok(self.parse(bytes)?.payload)
+    }
+
+    /// Size bound, envelope parse, format number.
+    fn parse(&self, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         if bytes.len() > self.max_len {
             return Err(EnvelopeError::TooLarge {
                 len: bytes.len(),
@@ -199,8 +213,7 @@ impl EnvelopeKind {
                 supported: self.format,
             });
         }
-        self.verify_signatures(&envelope, keyring, policy)?;
-        Ok(envelope.payload)
+        Ok(envelope)
     }
 
     /// Checks the envelope's signatures over the payload. A trusted key whose signature

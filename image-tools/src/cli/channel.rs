@@ -315,7 +315,7 @@ fn verify(args: &ChannelVerifyArgs) -> anyhow::Result<Channel> {
 }
 
 /// Reads a channel file, at most [`MAX_CHANNEL_LEN`] bytes of it.
-fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
     let mut bytes = Vec::new();
     file.take(MAX_CHANNEL_LEN as u64 + 1)
@@ -334,7 +334,8 @@ fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn to_json(path: &Path, ch: &Channel) -> serde_json::Value {
+/// A channel as `channel --json` and `channel-verify --json` show it.
+pub(super) fn to_json(path: &Path, ch: &Channel) -> serde_json::Value {
     serde_json::json!({
         "file": path.display().to_string(),
         "name": ch.name,

@@ -6,6 +6,7 @@
 
 mod build;
 mod channel;
+mod channel_diff;
 mod disk;
 mod extract;
 mod info;
@@ -76,6 +77,9 @@ enum Command {
     /// Verify a channel file as a device would
     #[command(long_about = channel::LONG_ABOUT_VERIFY)]
     ChannelVerify(channel::ChannelVerifyArgs),
+    /// Show what replacing channel OLD by NEW does to the fleet (a plan)
+    #[command(long_about = channel_diff::LONG_ABOUT)]
+    ChannelDiff(channel_diff::ChannelDiffArgs),
     /// Build a bootable A/B GPT disk image (x86_64 UEFI, GRUB) from a layout and a bundle
     Disk(disk::DiskArgs),
     /// Build the signed provisioning set (provision.json, esp.img) for `flipslot provision`
@@ -124,6 +128,7 @@ fn run_matches(matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Netboot(a) => netboot::run(&a),
         Command::Channel(a) => channel::run(&a),
         Command::ChannelVerify(a) => channel::run_verify(&a),
+        Command::ChannelDiff(a) => channel_diff::run(&a),
         Command::Provision(a) => provision::run(&a),
         Command::ProvisionInfo(a) => provision::run_info(&a),
     }

@@ -6,6 +6,7 @@
 
 pub mod rauc;
 
+use crate::install::plan::AlreadyInstalled;
 use crate::install::InstallOutcome;
 use crate::install::Progress;
 use crate::ops::{HealthAction, HealthOutcome, MarkOutcome, RollbackOutcome, StatusReport};
@@ -162,8 +163,23 @@ pub fn status_text(r: &StatusReport) -> String {
     s
 }
 
+/// Why an install with `--if-needed` wrote nothing, for people.
+pub fn install_skip_message(o: &InstallOutcome, why: AlreadyInstalled) -> String {
+    let (where_, after) = match why {
+        AlreadyInstalled::Booted => ("the booted slot", ": nothing to do"),
+        AlreadyInstalled::Pending => ("slot", ", which boots next: nothing to do but reboot"),
+    };
+    format!(
+        "{} {} is already installed in {where_} {} ({}){after}",
+        o.compatible, o.version, o.primary, o.primary_bootname
+    )
+}
+
 /// The one-line summary after an install.
 pub fn install_summary(o: &InstallOutcome, took: Duration) -> String {
+    if let Some(why) = o.skipped {
+        return install_skip_message(o, why);
+    }
     let bytes: u64 = o.images.iter().map(|i| i.size).sum();
     let secs = took.as_secs_f64().max(0.001);
     let slots: Vec<String> = o
@@ -186,7 +202,8 @@ pub fn install_summary(o: &InstallOutcome, took: Duration) -> String {
 }
 
 /// The last line of `install --json` (and of the daemon's socket install): the outcome
-/// with `v`, `event: done` and the seconds it took.
+/// with `v`, `event: done`, the seconds it took and `skipped` (with `--if-needed`, `true`
+/// when nothing was to do; then `skip_reason` and a `message` say why).
 pub fn install_done_json(
     o: &InstallOutcome,
     took: Duration,
@@ -195,6 +212,10 @@ pub fn install_done_json(
     v["v"] = 1.into();
     v["event"] = "done".into();
     v["seconds"] = took.as_secs_f64().into();
+    v["skipped"] = o.skipped.is_some().into();
+    if let Some(why) = o.skipped {
+        v["message"] = install_skip_message(o, why).into();
+    }
     Ok(v)
 }
 

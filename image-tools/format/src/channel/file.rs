@@ -75,6 +75,18 @@ pub fn verify_signed(
     Ok(ch)
 }
 
+/// Reads a channel file WITHOUT checking its signatures: size bound, envelope, payload
+/// parse and field rules ([`Channel::validate`]). For tools that show what an unverified
+/// file says (`flipslot-image channel-diff` without a keyring) and say so; a device never
+/// acts on it (use [`verify_channel`]).
+pub fn read_unverified(bytes: &[u8]) -> Result<Channel, ChannelError> {
+    let payload = CHANNEL_ENVELOPE.payload_unverified(bytes)?;
+    let ch: Channel = serde_json::from_str(&payload)
+        .map_err(|e| ChannelError::Syntax(format!("payload: {e}")))?;
+    ch.validate()?;
+    Ok(ch)
+}
+
 /// Verifies a channel file completely, in this order: size bound, envelope parse,
 /// signatures over [`CHANNEL_SIGNATURE_DOMAIN`] || payload against `keyring` and `policy`,
 /// payload parse, field rules ([`Channel::validate`]), expiry against `now` (unix seconds),
@@ -174,6 +186,37 @@ mod tests {
         assert!(matches!(
             verify_signed(&bytes, &ring(&[&key(1)]), &VerifyPolicy::default()),
             Err(ChannelError::TooManySignatures { count: 17, .. })
+        ));
+    }
+
+    #[test]
+    fn unverified_reads_check_everything_but_signatures() {
+        let bytes = sign_channel(&channel(), &[key(1)]).unwrap();
+        // Signed by a key nobody trusts: verification fails, the unverified read does not.
+        assert!(verify_signed(&bytes, &ring(&[&key(2)]), &VerifyPolicy::default()).is_err());
+        assert_eq!(read_unverified(&bytes).unwrap(), channel());
+        // A modified payload still parses unverified (the signature is not looked at)...
+        let text = String::from_utf8(bytes).unwrap();
+        let t = text.replace("acme-box", "acme-toy");
+        assert_eq!(
+            read_unverified(t.as_bytes()).unwrap().compatible,
+            "acme-toy"
+        );
+        // ... but every other rule holds: size, format, fields.
+        assert!(matches!(
+            read_unverified(&vec![b' '; MAX_CHANNEL_LEN + 1]),
+            Err(ChannelError::TooLarge { .. })
+        ));
+        let t = text.replacen("\"format\": 1", "\"format\": 2", 1);
+        assert!(matches!(
+            read_unverified(t.as_bytes()),
+            Err(ChannelError::UnsupportedFormat(2))
+        ));
+        let t = text.replace(r#"\"rollout_percent\":100"#, r#"\"rollout_percent\":101"#);
+        assert!(t != text, "the payload holds rollout_percent");
+        assert!(matches!(
+            read_unverified(t.as_bytes()),
+            Err(ChannelError::Invalid(_))
         ));
     }
 

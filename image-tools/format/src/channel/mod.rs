@@ -21,7 +21,7 @@
 mod file;
 mod rollout;
 
-pub use file::{sign_channel, signed_message, verify_channel, verify_signed};
+pub use file::{read_unverified, sign_channel, signed_message, verify_channel, verify_signed};
 pub use rollout::{in_rollout, rollout_bucket, ROLLOUT_DOMAIN};
 
 use crate::digest::Sha256Digest;

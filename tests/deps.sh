@@ -19,6 +19,7 @@ packages=(
   libubootenv-tool           # fw_printenv/fw_setenv: U-Boot environment compatibility
   cryptsetup-bin             # veritysetup: dm-verity hash trees of RAUC verity bundles
   u-boot-tools               # mkimage: the reference U-Boot boot script compiles
+  python3 python3-venv       # tests/pydeps.sh: the venv of the Yocto layer's linters; its .inc generator
 )
 
 missing=()

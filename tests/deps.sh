@@ -20,6 +20,7 @@ packages=(
   cryptsetup-bin             # veritysetup: dm-verity hash trees of RAUC verity bundles
   u-boot-tools               # mkimage: the reference U-Boot boot script compiles
   ansible-core               # ansible-playbook: examples/ansible/rollout.yml run against localhost
+  python3 python3-venv       # tests/pydeps.sh: the venv of the Yocto layer's linters; its .inc generator
 )
 
 missing=()

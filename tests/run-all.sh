@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests/deps.sh
+tests/pydeps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -54,6 +54,18 @@ pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>) -> anyhow::Result
     Ok(out)
 }
 
+/// Runs `cmd` to completion with stdin null and returns its output whatever its exit
+/// status, for callers that check a failure themselves; only a program that cannot be
+/// started is an error.
+pub fn run_any_status(cmd: &mut Command) -> anyhow::Result<Output> {
+    let shown = describe(cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("cannot run {shown}"))
+}
+
 /// Whether `program` can be started at all (found on `PATH` and executable).
 pub fn exists(program: &str) -> bool {
     Command::new(program)
@@ -99,6 +111,14 @@ mod tests {
             .to_string();
         assert!(err.contains("ls /definitely/not/here failed"), "{err}");
         assert!(err.contains("No such file"), "{err}");
+    }
+
+    #[test]
+    fn any_status_returns_failures() {
+        let out = run_any_status(Command::new("sh").args(["-c", "echo no >&2; exit 3"])).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stderr, b"no\n");
+        assert!(run_any_status(&mut Command::new("/definitely/not/here")).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! Invariants: every host program runs through [`cmd`] (argv, never a shell); every QEMU run
 //! has a hard deadline and is killed when its [`qemu::Vm`] is dropped; downloads and builds
 //! are cached under `target/rig-cache/`, serial logs kept in `target/rig-logs/`. Shell
-//! scripts exist only as guest programs (`src/scripts/`), never run on the host.
+//! scripts exist only as guest programs (`src/scripts/`), never run on the host; the one
+//! exception is `tests/yocto_layer.rs`, whose subjects are the Yocto layer's own scripts.
 
 pub mod busybox;
 pub mod cargo_build;

@@ -1,6 +1,7 @@
 //! `flipslot-image`, the build-host command line: build, sign, verify, inspect and
 //! extract bundles ([`flipslot_format`]), read RAUC bundles ([`flipslot_rauc`]), sign
-//! update channels, make reproducible filesystems ([`mkfs`]), whole disk images ([`disk`]),
+//! update channels, make reproducible filesystems ([`mkfs`]) from directories or from OCI and
+//! Docker images ([`oci`]), whole disk images ([`disk`]),
 //! the signed provisioning set a network-booted machine installs itself from
 //! ([`provision`]) and the PXE files that boot it ([`netboot`]).
 //!
@@ -12,4 +13,5 @@ pub mod cli;
 pub mod disk;
 pub mod mkfs;
 pub mod netboot;
+pub mod oci;
 pub mod provision;

@@ -19,6 +19,7 @@ packages=(
   libubootenv-tool           # fw_printenv/fw_setenv: U-Boot environment compatibility
   cryptsetup-bin             # veritysetup: dm-verity hash trees of RAUC verity bundles
   u-boot-tools               # mkimage: the reference U-Boot boot script compiles
+  umoci skopeo               # container images made by real tools for build --oci (OCI layouts, docker-archive)
 )
 
 missing=()

@@ -51,19 +51,24 @@ pub(super) const LONG_ABOUT: &str = "Build a bundle.\n\n\
     temporary file next to --out), or as --oci CLASS=ARCHIVE[:REF] with --fs (the filesystem \
     is built from a container image). Images are stored in the order given. CLASS is the slot \
     class the device writes the image to, e.g. rootfs.\n\n\
-    --oci takes an OCI image layout (a directory or a tar archive of one) or the output of \
-    `docker save` (uncompressed). REF picks one image of several by its \
-    org.opencontainers.image.ref.name or io.containerd.image.name annotation, or its docker \
-    tag (acme/app:1 also matches docker.io/acme/app:1); the archive is the whole value \
-    if it exists, else its shortest prefix before a ':' that exists. Every manifest, config and layer \
-    is checked against its sha256 before use. The layers are unpacked in order into a \
-    temporary directory next to --out, applying whiteouts and opaque directories, keeping \
-    owners, modes (setuid included), extended attributes (security.capability) and hard \
-    links, without root: squashfs and ext4 get the owners from a description (mksquashfs \
-    pseudo definitions, debugfs), except that squashfs needs root for extended attributes \
-    outside user.; erofs needs root. A member with '..' or an absolute path, going through \
-    a symlink, or hard-linked outside the image fails the build; device nodes and FIFOs are \
-    not created (a warning lists them). See docs/oci.md.\n\n\
+    --oci takes an OCI image layout (a directory, or a tar archive of one) or `docker save` \
+    output (legacy or OCI-shaped, uncompressed). ARCHIVE is the whole value when that path \
+    exists, else its shortest part before a ':' that names an existing path, and REF the rest: \
+    it picks one image of several by its org.opencontainers.image.ref.name or \
+    io.containerd.image.name annotation, or by its docker tag (acme/app:1 also matches \
+    docker.io/acme/app:1). Without REF the archive must hold one image.\n\n\
+    Every manifest, config and layer of --oci is checked against its sha256 before use. The \
+    layers are unpacked in order into a temporary directory next to --out: whiteouts and \
+    opaque directories are applied; owners, modes (setuid, setgid, sticky), extended \
+    attributes (e.g. security.capability) and hard links are kept; times become the build \
+    time. squashfs and ext4 need no root (the owners reach mksquashfs and debugfs as a \
+    description), except that squashfs needs root for extended attributes outside user.; \
+    erofs needs root. A member with '..' or an absolute path, one that goes through a \
+    symlink, or a hard link to anything but a file of the image fails the build. Device \
+    nodes and FIFOs are not created; a warning names them. See docs/oci.md. Example:\n\n  \
+    docker save acme/app:1 -o app.tar\n  \
+    flipslot-image build --compatible acme-box --version 1.2.0 --key release.key \\\n      \
+    --oci rootfs=app.tar:acme/app:1 --fs squashfs --out app-1.2.0.fsb\n\n\
     The output is reproducible: the same inputs, options, keys and build time give a \
     byte-identical bundle. The build time is SOURCE_DATE_EPOCH when set, otherwise the latest \
     `created` time of the --oci images, otherwise now; it is also the time of every inode of \

@@ -603,6 +603,44 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_index_gives_the_one_platform_present() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = tmp.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let (amd, arm, att) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        for h in [&amd, &att] {
+            std::fs::write(blobs.join(h), b"{}").unwrap();
+        }
+        let desc = |h: &str, os: &str, arch: &str| {
+            format!(
+                r#"{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{h}","size":2,
+                "platform":{{"os":"{os}","architecture":"{arch}"}}}}"#
+            )
+        };
+        let index = |descs: &[String]| -> Index {
+            serde_json::from_str(&format!(r#"{{"manifests":[{}]}}"#, descs.join(","))).unwrap()
+        };
+        let store = Store::open(tmp.path()).unwrap();
+        let i = index(&[
+            desc(&amd, "linux", "amd64"),
+            desc(&arm, "linux", "arm64"),
+            desc(&att, "unknown", "unknown"),
+        ]);
+        assert!(pick_platform(&store, &i, "x")
+            .unwrap()
+            .digest
+            .ends_with(&amd));
+        std::fs::write(blobs.join(&arm), b"{}").unwrap();
+        let err = pick_platform(&store, &i, "app").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "app is a multi-platform image with 2 platforms present (linux/amd64, linux/arm64)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn media_types() {
         assert_eq!(
             layer_compression("application/vnd.oci.image.layer.v1.tar+zstd").unwrap(),

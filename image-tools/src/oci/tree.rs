@@ -224,6 +224,25 @@ impl Tree {
         if let Some(target) = name.strip_prefix(b".wh.") {
             return self.whiteout(raw_path, &path, parent, target);
         }
+        // A hard link's target is checked before anything is changed.
+        let link_source = match &kind {
+            MemberKind::HardLink(target) => {
+                let target = clean_path(target)
+                    .map_err(|r| refuse(format!("its hard link target is {r}")))?;
+                match self.nodes.get(&target) {
+                    Some(t) if t.kind != Kind::Dir && target != path => {
+                        Some((target, t.kind, t.attrs.clone()))
+                    }
+                    _ => {
+                        return Err(refuse(format!(
+                            "its hard link target {} is not another file in the image",
+                            show(&target)
+                        )))
+                    }
+                }
+            }
+            _ => None,
+        };
         self.make_parents(raw_path, &path)?;
         if let Some(old) = self.nodes.get(&path) {
             if old.kind == Kind::Dir && kind == MemberKind::Dir {
@@ -259,16 +278,12 @@ impl Tree {
                     .map_err(self.io_err("create symlink", &path))?;
                 Kind::Symlink
             }
-            MemberKind::HardLink(target) => {
-                let target = clean_path(&target)
-                    .map_err(|r| refuse(format!("its hard link target is {r}")))?;
-                let Some(t) = self.nodes.get(&target).filter(|n| n.kind != Kind::Dir) else {
-                    return Err(refuse(format!(
-                        "its hard link target {} is not a file in the image",
-                        show(&target)
-                    )));
+            MemberKind::HardLink(_) => {
+                let Some((target, kind, attrs)) = link_source else {
+                    return Err(refuse(
+                        "internal error: a hard link without a target".into(),
+                    ));
                 };
-                let (kind, attrs) = (t.kind, t.attrs.clone());
                 fs::hard_link(self.host(&target), &host).map_err(self.io_err("link", &path))?;
                 self.insert(path, kind, attrs);
                 return Ok(());

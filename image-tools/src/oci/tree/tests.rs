@@ -173,17 +173,22 @@ fn links_are_never_followed() {
         (
             "l",
             MemberKind::HardLink(b"evil/x".to_vec()),
-            "not a file in the image",
+            "not another file in the image",
         ),
         (
             "l",
             MemberKind::HardLink(b"etc".to_vec()),
-            "not a file in the image",
+            "not another file in the image",
         ),
         (
             "l",
             MemberKind::HardLink(b"nope".to_vec()),
-            "not a file in the image",
+            "not another file in the image",
+        ),
+        (
+            "etc/passwd",
+            MemberKind::HardLink(b"./etc/passwd".to_vec()),
+            "not another file in the image",
         ),
         ("s", MemberKind::Symlink(Vec::new()), "empty"),
         ("", MemberKind::File, "root must be a directory"),
@@ -194,6 +199,8 @@ fn links_are_never_followed() {
     }
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
     assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    // A refused hard link changed nothing.
+    assert_eq!(fs::read_to_string(root.join("etc/passwd")).unwrap(), "root");
     consistent(&t);
 }
 

@@ -21,6 +21,7 @@ packages=(
   u-boot-tools               # mkimage: the reference U-Boot boot script compiles
   ansible-core               # ansible-playbook: examples/ansible/rollout.yml run against localhost
   python3 python3-venv       # tests/pydeps.sh: the venv of the Yocto layer's linters; its .inc generator
+  umoci skopeo               # container images made by real tools for build --oci (OCI layouts, docker-archive)
 )
 
 missing=()

@@ -1,5 +1,8 @@
 //! `flipslot-image build`: collects image files (building filesystems from directories
-//! first), then writes and signs the bundle with [`flipslot_format::builder::build`].
+//! and container images first), then writes and signs the bundle with
+//! [`flipslot_format::builder::build`].
+
+mod oci;
 
 use super::{parse_chunk_size, parse_class_path, parse_size, ClassPath};
 use crate::mkfs::{self, FsType, MkfsOptions};
@@ -43,14 +46,34 @@ impl From<FsArg> for FsType {
 
 /// The long help of `build`.
 pub(super) const LONG_ABOUT: &str = "Build a bundle.\n\n\
-    Each image is given as --image CLASS=FILE (a ready filesystem image) or as \
+    Each image is given as --image CLASS=FILE (a ready filesystem image), as \
     --dir CLASS=DIR with --fs (the filesystem is built from the directory first, in a \
-    temporary file next to --out). Images are stored in the order given. CLASS is the slot \
+    temporary file next to --out), or as --oci CLASS=ARCHIVE[:REF] with --fs (the filesystem \
+    is built from a container image). Images are stored in the order given. CLASS is the slot \
     class the device writes the image to, e.g. rootfs.\n\n\
+    --oci takes an OCI image layout (a directory, or a tar archive of one) or `docker save` \
+    output (legacy or OCI-shaped, uncompressed). ARCHIVE is the whole value when that path \
+    exists, else its shortest part before a ':' that names an existing path, and REF the rest: \
+    it picks one image of several by its org.opencontainers.image.ref.name or \
+    io.containerd.image.name annotation, or by its docker tag (acme/app:1 also matches \
+    docker.io/acme/app:1). Without REF the archive must hold one image.\n\n\
+    Every manifest, config and layer of --oci is checked against its sha256 before use. The \
+    layers are unpacked in order into a temporary directory next to --out: whiteouts and \
+    opaque directories are applied; owners, modes (setuid, setgid, sticky), extended \
+    attributes (e.g. security.capability) and hard links are kept; times become the build \
+    time. squashfs and ext4 need no root (the owners reach mksquashfs and debugfs as a \
+    description), except that squashfs needs root for extended attributes outside user.; \
+    erofs needs root. A member with '..' or an absolute path, one that goes through a \
+    symlink, or a hard link to anything but a file of the image fails the build. Device \
+    nodes and FIFOs are not created; a warning names them. See docs/oci.md. Example:\n\n  \
+    docker save acme/app:1 -o app.tar\n  \
+    flipslot-image build --compatible acme-box --version 1.2.0 --key release.key \\\n      \
+    --oci rootfs=app.tar:acme/app:1 --fs squashfs --out app-1.2.0.fsb\n\n\
     The output is reproducible: the same inputs, options, keys and build time give a \
-    byte-identical bundle. The build time is SOURCE_DATE_EPOCH when set, otherwise now; it is \
-    also the timestamp of filesystems built from --dir, whose UUID is derived from the \
-    compatible string, the version and the class.\n\n\
+    byte-identical bundle. The build time is SOURCE_DATE_EPOCH when set, otherwise the latest \
+    `created` time of the --oci images, otherwise now; it is also the time of every inode of \
+    filesystems built from --dir and --oci, whose UUID is derived from the compatible \
+    string, the version and the class.\n\n\
     Without --key the bundle is unsigned (a warning is printed); sign it later with \
     `flipslot-image sign`. The bundle is written to a temporary file and renamed to --out \
     when complete.\n\n\
@@ -63,6 +86,7 @@ pub(super) const LONG_ABOUT: &str = "Build a bundle.\n\n\
 
 /// Arguments of `build`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("trees").args(["dirs", "ocis"]).multiple(true)))]
 pub struct BuildArgs {
     /// The system kind the bundle is for; devices accept only their own compatible string
     #[arg(long, value_name = "STR")]
@@ -94,20 +118,27 @@ pub struct BuildArgs {
     block_index: bool,
     /// A filesystem image file for slot class CLASS; repeatable
     #[arg(long = "image", value_name = "CLASS=FILE", value_parser = parse_class_path,
-          required_unless_present = "dirs")]
+          required_unless_present = "trees")]
     images: Vec<ClassPath>,
     /// A directory to build a filesystem image from (see --fs) for slot class CLASS; repeatable
     #[arg(long = "dir", value_name = "CLASS=DIR", value_parser = parse_class_path,
           requires = "fs")]
     dirs: Vec<ClassPath>,
-    /// Filesystem type built from each --dir
+    /// A container image to build a filesystem image from (see --fs) for slot class CLASS:
+    /// an OCI image layout directory or tar archive, or `docker save` output; REF picks one
+    /// image of several (a ref.name annotation or docker tag); repeatable
+    #[arg(long = "oci", value_name = "CLASS=ARCHIVE[:REF]", value_parser = parse_class_path,
+          requires = "fs")]
+    ocis: Vec<ClassPath>,
+    /// Filesystem type built from each --dir and --oci
     #[arg(long, value_enum, value_name = "TYPE")]
     fs: Option<FsArg>,
-    /// Size of ext4 images built from --dir (suffixes K, M, G; default: from the tree size)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "dirs")]
+    /// Size of ext4 images built from --dir or --oci (suffixes K, M, G; default: from the tree
+    /// size)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "trees")]
     ext4_size: Option<u64>,
-    /// Volume label of filesystems built from --dir (ext4, erofs)
-    #[arg(long, value_name = "L", requires = "dirs")]
+    /// Volume label of filesystems built from --dir or --oci (ext4, erofs)
+    #[arg(long, value_name = "L", requires = "trees")]
     label: Option<String>,
     /// Print progress and the result as JSON lines on standard output
     #[arg(long)]
@@ -119,12 +150,14 @@ pub struct BuildArgs {
 enum Source<'a> {
     File(&'a ClassPath),
     Dir(&'a ClassPath),
+    /// The `n`th `--oci` value.
+    Oci(&'a ClassPath, usize),
 }
 
 impl Source<'_> {
     fn class(&self) -> &str {
         match self {
-            Source::File(c) | Source::Dir(c) => &c.class,
+            Source::File(c) | Source::Dir(c) | Source::Oci(c, _) => &c.class,
         }
     }
 }
@@ -151,9 +184,10 @@ pub fn run(args: &BuildArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     let out = &args.out;
     let sources = ordered_sources(args, matches);
     check_classes(&sources)?;
-    let build_time = match mkfs::source_date_epoch()? {
-        Some(t) => t,
-        None => super::now_secs()?,
+    let images = oci::open_all(&args.ocis)?;
+    let build_time = match (mkfs::source_date_epoch()?, oci::build_time(&images)) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => super::now_secs()?,
     };
     let mut signing_keys = Vec::new();
     for k in &args.keys {
@@ -175,6 +209,13 @@ pub fn run(args: &BuildArgs, matches: &ArgMatches) -> anyhow::Result<()> {
             }),
             Source::Dir(cp) => {
                 let path = build_filesystem(args, cp, build_time, &mut temps)?;
+                inputs.push(ImageInput {
+                    class: cp.class.clone(),
+                    path,
+                });
+            }
+            Source::Oci(cp, n) => {
+                let path = oci::build_filesystem(args, cp, &images[*n], build_time, &mut temps)?;
                 inputs.push(ImageInput {
                     class: cp.class.clone(),
                     path,
@@ -282,6 +323,7 @@ fn ordered_sources<'a>(args: &'a BuildArgs, matches: &ArgMatches) -> Vec<Source<
     let mut v: Vec<(usize, Source<'a>)> = Vec::new();
     let image_idx = indices("images");
     let dir_idx = indices("dirs");
+    let oci_idx = indices("ocis");
     for (n, cp) in args.images.iter().enumerate() {
         v.push((image_idx.get(n).copied().unwrap_or(n), Source::File(cp)));
     }
@@ -289,6 +331,12 @@ fn ordered_sources<'a>(args: &'a BuildArgs, matches: &ArgMatches) -> Vec<Source<
         v.push((
             dir_idx.get(n).copied().unwrap_or(usize::MAX),
             Source::Dir(cp),
+        ));
+    }
+    for (n, cp) in args.ocis.iter().enumerate() {
+        v.push((
+            oci_idx.get(n).copied().unwrap_or(usize::MAX),
+            Source::Oci(cp, n),
         ));
     }
     v.sort_by_key(|(i, _)| *i);
@@ -312,19 +360,10 @@ fn build_filesystem(
     build_time: u64,
     temps: &mut TempFiles,
 ) -> anyhow::Result<PathBuf> {
-    let fs: FsType = args
-        .fs
-        .context("--dir needs --fs squashfs|erofs|ext4")?
-        .into();
+    let opts = mkfs_options(args, &cp.class, build_time)?;
+    let fs = opts.fs;
     let tmp = temp_image_path(&args.out, &cp.class);
     temps.0.push(tmp.clone());
-    let opts = MkfsOptions {
-        fs,
-        timestamp: build_time,
-        uuid: mkfs::uuid_from_seed(&uuid_seed(&args.compatible, &args.version, &cp.class)),
-        ext4_size: args.ext4_size,
-        label: args.label.clone(),
-    };
     if !args.json {
         eprintln!(
             "building {fs} image for {} from {}",
@@ -346,6 +385,21 @@ fn build_filesystem(
         )
     })?;
     Ok(tmp)
+}
+
+/// The options of a filesystem built for `class` from `--dir` or `--oci`.
+fn mkfs_options(args: &BuildArgs, class: &str, build_time: u64) -> anyhow::Result<MkfsOptions> {
+    let fs: FsType = args
+        .fs
+        .context("--dir and --oci need --fs squashfs|erofs|ext4")?
+        .into();
+    Ok(MkfsOptions {
+        fs,
+        timestamp: build_time,
+        uuid: mkfs::uuid_from_seed(&uuid_seed(&args.compatible, &args.version, class)),
+        ext4_size: args.ext4_size,
+        label: args.label.clone(),
+    })
 }
 
 /// The seed of a filesystem UUID: compatible, version and class, NUL-separated.

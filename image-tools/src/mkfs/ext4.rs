@@ -2,16 +2,23 @@
 //! then a `debugfs` pass that pins the inode times mke2fs copied from the host and the mode
 //! of the root directory. The flags and the reasons for them are in the parent module's
 //! documentation.
+//!
+//! With a [`TreeAttrs`], the same pass first sets `uid`, `gid` and `mode` of every path it
+//! names (`set_inode_field`) and adds its extended attributes with `ea_set -f VALUE-FILE`,
+//! each distinct value written once into a scratch directory next to the image.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{format_uuid, remove_if_exists, MkfsError, MkfsOptions, EXT4_BLOCK, SOURCE_DATE_EPOCH};
+use super::attrs::{debugfs_safe_xattr_name, TreeAttrs};
+use super::{
+    format_uuid, remove_if_exists, scratch_path, MkfsError, MkfsOptions, EXT4_BLOCK,
+    SOURCE_DATE_EPOCH,
+};
 use flipslot_os::process::Cmd;
 
 /// Bytes per ext4 inode (mke2fs default for ext4).
@@ -28,8 +35,13 @@ pub(super) fn build_ext4(
     src_meta: &fs::Metadata,
     out: &Path,
     opts: &MkfsOptions,
+    attrs: Option<&TreeAttrs>,
 ) -> Result<(), MkfsError> {
     let scan = scan_tree(src)?;
+    let (root_uid, root_gid, root_mode) = match attrs.and_then(|a| a.get(b"")) {
+        Some(a) => (a.uid, a.gid, S_IFDIR | (a.mode & 0o7777)),
+        None => (src_meta.uid(), src_meta.gid(), src_meta.mode()),
+    };
     let size = opts.ext4_size.unwrap_or_else(|| default_ext4_size(&scan));
     let file = fs::File::create(out).map_err(|source| MkfsError::Output {
         action: "create",
@@ -46,9 +58,7 @@ pub(super) fn build_ext4(
     let t = opts.timestamp.to_string();
     let uuid = format_uuid(&opts.uuid);
     let extended = format!(
-        "hash_seed={uuid},root_owner={}:{},lazy_itable_init=0,lazy_journal_init=0,nodiscard",
-        src_meta.uid(),
-        src_meta.gid()
+        "hash_seed={uuid},root_owner={root_uid}:{root_gid},lazy_itable_init=0,lazy_journal_init=0,nodiscard"
     );
     let mut mke2fs = Cmd::new("mke2fs")
         .args(["-t", "ext4", "-b", "4096", "-F", "-q"])
@@ -66,8 +76,113 @@ pub(super) fn build_ext4(
         .arg(format!("{}k", size / 1024))
         .run()?;
 
-    let script = debugfs_script(&scan, src_meta.mode(), opts.timestamp);
-    pin_inode_times(out, &script, &t)
+    let Some(attrs) = attrs else {
+        let script = debugfs_script(&scan, root_mode, opts.timestamp);
+        return pin_inode_times(out, &script, &t);
+    };
+    let values_dir = scratch_path(out, "xattrs");
+    let result = (|| {
+        let mut values = XattrValues::create(&values_dir)?;
+        let mut script = attrs_script(src, &scan, attrs, &mut values)?;
+        script.extend(debugfs_script(&scan, root_mode, opts.timestamp));
+        pin_inode_times(out, &script, &t)
+    })();
+    if let Err(e) = fs::remove_dir_all(&values_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot remove {}: {e}", values_dir.display());
+        }
+    }
+    result
+}
+
+/// The file type bits of a directory.
+const S_IFDIR: u32 = 0o040000;
+/// The file type bits of a mode.
+const S_IFMT: u32 = 0o170000;
+
+/// Extended attribute values written once each into a scratch directory, for `ea_set -f`.
+#[derive(Debug)]
+struct XattrValues {
+    dir: PathBuf,
+    files: std::collections::HashMap<Vec<u8>, PathBuf>,
+}
+
+impl XattrValues {
+    /// Creates the directory, which must not exist yet (a stale one is removed).
+    fn create(dir: &Path) -> Result<Self, MkfsError> {
+        check_debugfs_path(dir, dir.as_os_str().as_bytes())?;
+        if dir.exists() {
+            fs::remove_dir_all(dir).map_err(|source| MkfsError::Output {
+                action: "remove stale attribute directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        fs::create_dir(dir).map_err(|source| MkfsError::Output {
+            action: "create attribute directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files: Default::default(),
+        })
+    }
+
+    /// The file holding `value`, written on first use.
+    fn file_for(&mut self, value: &[u8]) -> Result<&Path, MkfsError> {
+        if !self.files.contains_key(value) {
+            let path = self.dir.join(self.files.len().to_string());
+            fs::write(&path, value).map_err(|source| MkfsError::Output {
+                action: "write attribute value",
+                path: path.clone(),
+                source,
+            })?;
+            self.files.insert(value.to_vec(), path);
+        }
+        Ok(&self.files[value])
+    }
+}
+
+/// The debugfs commands giving every scanned path its owner, mode and extended attributes
+/// from `attrs`.
+fn attrs_script(
+    src: &Path,
+    scan: &TreeScan,
+    attrs: &TreeAttrs,
+    values: &mut XattrValues,
+) -> Result<Vec<u8>, MkfsError> {
+    let mut script = Vec::new();
+    for (path, &kind) in scan.paths.iter().zip(&scan.kinds) {
+        let rel = path.strip_prefix(b"/").unwrap_or(path);
+        let Some(a) = attrs.get(rel) else {
+            continue;
+        };
+        debugfs_set(&mut script, path, &format!("uid {}", a.uid));
+        debugfs_set(&mut script, path, &format!("gid {}", a.gid));
+        debugfs_set(
+            &mut script,
+            path,
+            &format!("mode 0{:o}", kind | (a.mode & 0o7777)),
+        );
+        for (name, value) in &a.xattrs {
+            if !debugfs_safe_xattr_name(name) {
+                return Err(MkfsError::UnsupportedXattrName {
+                    path: super::attrs::host_path(src, rel),
+                    name: String::from_utf8_lossy(name).into_owned(),
+                });
+            }
+            let file = values.file_for(value)?;
+            script.extend_from_slice(b"ea_set -f \"");
+            script.extend_from_slice(file.as_os_str().as_bytes());
+            script.extend_from_slice(b"\" \"");
+            script.extend_from_slice(path);
+            script.extend_from_slice(b"\" ");
+            script.extend_from_slice(name);
+            script.push(b'\n');
+        }
+    }
+    Ok(script)
 }
 
 /// What [`scan_tree`] learnt about a source tree.
@@ -75,6 +190,8 @@ pub(super) fn build_ext4(
 struct TreeScan {
     /// debugfs paths ("/", "/a", "/a/b", …) of every entry, `/` first, in sorted walk order.
     paths: Vec<Vec<u8>>,
+    /// The file type bits (`S_IFMT`) of each of `paths`.
+    kinds: Vec<u32>,
     /// Inodes needed (hard links counted once), root included.
     inodes: u64,
     /// Bytes of data blocks the entries need, rounded up to blocks.
@@ -86,6 +203,7 @@ struct TreeScan {
 fn scan_tree(src: &Path) -> Result<TreeScan, MkfsError> {
     let mut scan = TreeScan {
         paths: vec![b"/".to_vec()],
+        kinds: vec![S_IFDIR],
         inodes: 1,
         data_bytes: EXT4_BLOCK,
     };
@@ -140,6 +258,7 @@ fn scan_tree(src: &Path) -> Result<TreeScan, MkfsError> {
                 log::warn!("{}: unknown file type", host.display());
             }
             scan.paths.push(path);
+            scan.kinds.push(meta.mode() & S_IFMT);
         }
         // Directory blocks, plus one for an htree index when it spans several blocks.
         let blocks = round_up(dir_bytes, EXT4_BLOCK);
@@ -249,7 +368,7 @@ fn debugfs_set(script: &mut Vec<u8>, path: &[u8], field_and_value: &str) {
 /// Runs `script` with `debugfs -w -f` on `image`. debugfs exits 0 even when commands fail, so
 /// anything on standard error but its version banner is an error.
 fn pin_inode_times(image: &Path, script: &[u8], timestamp: &str) -> Result<(), MkfsError> {
-    let script_path = scratch_path(image);
+    let script_path = scratch_path(image, "debugfs");
     remove_if_exists(&script_path, "remove stale debugfs command file")?;
     let written = fs::OpenOptions::new()
         .write(true)
@@ -285,14 +404,6 @@ fn pin_inode_times(image: &Path, script: &[u8], timestamp: &str) -> Result<(), M
     result
 }
 
-/// A scratch file next to `image`: `.<name>.debugfs-<pid>`.
-fn scratch_path(image: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(image.file_name().unwrap_or(OsStr::new("image")));
-    name.push(format!(".debugfs-{}", std::process::id()));
-    image.with_file_name(name)
-}
-
 /// The error lines of debugfs' standard error (its first line is a version banner), at most 20.
 fn debugfs_errors(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
@@ -325,6 +436,7 @@ mod tests {
     fn script_quotes_paths_and_covers_lost_found() {
         let scan = TreeScan {
             paths: vec![b"/".to_vec(), b"/with space".to_vec()],
+            kinds: vec![S_IFDIR, 0o100000],
             inodes: 2,
             data_bytes: 0,
         };
@@ -360,6 +472,7 @@ mod tests {
     fn default_size_has_room() {
         let scan = TreeScan {
             paths: vec![],
+            kinds: vec![],
             inodes: 10_000,
             data_bytes: 200 << 20,
         };

@@ -10,7 +10,8 @@
 //!
 //! This module holds the options, the errors, the squashfs and EROFS builds and the dispatch;
 //! the ext4 build (tree scan, default size, mke2fs and the debugfs pass) lives in the `ext4`
-//! submodule.
+//! submodule, and the owners, modes and extended attributes given for a tree instead of its
+//! files' own ([`build_fs_with_attrs`]) in [`attrs`].
 //!
 //! # Flags per filesystem, and why
 //!
@@ -42,9 +43,14 @@
 //! # Ownership
 //!
 //! Files keep their uid and gid (and mode and xattrs). To build a root-owned tree as an
-//! unprivileged user, run the build under `fakeroot`, as Debian does.
+//! unprivileged user, run the build under `fakeroot`, as Debian does, or describe the
+//! ownership with a [`TreeAttrs`] and [`build_fs_with_attrs`] (squashfs and ext4 then need no
+//! root; see [`attrs`]).
 
+pub mod attrs;
 mod ext4;
+
+pub use attrs::{FileAttrs, TreeAttrs};
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -246,6 +252,26 @@ pub enum MkfsError {
         /// What debugfs wrote to standard error.
         errors: String,
     },
+    /// Setting an owner, a mode or an extended attribute on a file of the tree failed.
+    #[error("cannot set the {what} of {path} ({why})")]
+    SetAttribute {
+        /// The file on the host.
+        path: PathBuf,
+        /// What was being set (e.g. "extended attribute security.capability").
+        what: String,
+        /// Why it is set on the file at all, and what to do without root.
+        why: &'static str,
+        /// The error from the operating system (`EPERM` without root).
+        source: io::Error,
+    },
+    /// An extended attribute name the debugfs pass cannot express.
+    #[error("cannot store extended attribute {name:?} of {path} in an ext4 image: debugfs cannot express a name that is not printable ASCII without spaces or quotes")]
+    UnsupportedXattrName {
+        /// The file on the host.
+        path: PathBuf,
+        /// The name, lossily decoded.
+        name: String,
+    },
     /// A tool was missing, could not be started or failed.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -299,6 +325,29 @@ pub fn parse_source_date_epoch(value: &OsStr) -> Result<u64, MkfsError> {
 ///
 /// An existing `out` is removed first; on failure, a partial `out` is removed.
 pub fn build_fs(src_dir: &Path, out: &Path, opts: &MkfsOptions) -> Result<(), MkfsError> {
+    build(src_dir, out, opts, None)
+}
+
+/// Like [`build_fs`], but every path of `attrs` gets the owner, mode and extended attributes
+/// given there instead of those of its file under `src_dir`. squashfs and ext4 need no root
+/// for it, except that squashfs needs root for extended attributes outside `user.`; EROFS
+/// needs root (see [`attrs`]). For squashfs the extended attributes, and for EROFS all of
+/// the attributes, are set on the files under `src_dir` first.
+pub fn build_fs_with_attrs(
+    src_dir: &Path,
+    out: &Path,
+    opts: &MkfsOptions,
+    attrs: &TreeAttrs,
+) -> Result<(), MkfsError> {
+    build(src_dir, out, opts, Some(attrs))
+}
+
+fn build(
+    src_dir: &Path,
+    out: &Path,
+    opts: &MkfsOptions,
+    attrs: Option<&TreeAttrs>,
+) -> Result<(), MkfsError> {
     let meta = fs::metadata(src_dir).map_err(|source| MkfsError::ReadTree {
         path: src_dir.to_path_buf(),
         source,
@@ -317,9 +366,14 @@ pub fn build_fs(src_dir: &Path, out: &Path, opts: &MkfsOptions) -> Result<(), Mk
         src_dir.display()
     );
     let result = match opts.fs {
-        FsType::Squashfs => build_squashfs(src_dir, out, opts),
-        FsType::Erofs => build_erofs(src_dir, out, opts),
-        FsType::Ext4 => ext4::build_ext4(src_dir, &meta, out, opts),
+        FsType::Squashfs => build_squashfs(src_dir, out, opts, attrs),
+        FsType::Erofs => {
+            if let Some(attrs) = attrs {
+                attrs::apply_to_tree(src_dir, attrs)?;
+            }
+            build_erofs(src_dir, out, opts)
+        }
+        FsType::Ext4 => ext4::build_ext4(src_dir, &meta, out, opts, attrs),
     };
     if result.is_err() {
         if let Err(e) = remove_if_exists(out, "remove partial output") {
@@ -370,16 +424,54 @@ fn remove_if_exists(path: &Path, action: &'static str) -> Result<(), MkfsError> 
     }
 }
 
-fn build_squashfs(src: &Path, out: &Path, opts: &MkfsOptions) -> Result<(), MkfsError> {
+fn build_squashfs(
+    src: &Path,
+    out: &Path,
+    opts: &MkfsOptions,
+    attrs: Option<&TreeAttrs>,
+) -> Result<(), MkfsError> {
     let t = opts.timestamp.to_string();
-    Cmd::new("mksquashfs")
+    let mut cmd = Cmd::new("mksquashfs")
         .arg(src)
         .arg(out)
         .args(["-noappend", "-no-progress", "-quiet", "-reproducible"])
         .args(["-mkfs-time", &t, "-all-time", &t])
-        .env_remove(SOURCE_DATE_EPOCH)
-        .run()?;
-    Ok(())
+        .env_remove(SOURCE_DATE_EPOCH);
+    let Some(attrs) = attrs else {
+        cmd.run()?;
+        return Ok(());
+    };
+    attrs::set_xattrs(src, attrs)?;
+    if let Some(root) = attrs.get(b"") {
+        cmd = cmd
+            .arg("-root-mode")
+            .arg(format!("{:o}", root.mode & 0o7777))
+            .args(["-root-uid", &root.uid.to_string()])
+            .args(["-root-gid", &root.gid.to_string()]);
+    }
+    let pseudo = scratch_path(out, "pseudo");
+    remove_if_exists(&pseudo, "remove stale pseudo file")?;
+    let result = attrs::squashfs_pseudo(src, attrs).and_then(|text| {
+        fs::write(&pseudo, text).map_err(|source| MkfsError::Output {
+            action: "write pseudo file",
+            path: pseudo.clone(),
+            source,
+        })?;
+        cmd.arg("-pf").arg(&pseudo).run()?;
+        Ok(())
+    });
+    if let Err(e) = remove_if_exists(&pseudo, "remove pseudo file") {
+        log::warn!("{}", flipslot_cli_support::source_chain(&e));
+    }
+    result
+}
+
+/// A scratch file next to `image`: `.<name>.<what>-<pid>`.
+fn scratch_path(image: &Path, what: &str) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(image.file_name().unwrap_or(OsStr::new("image")));
+    name.push(format!(".{what}-{}", std::process::id()));
+    image.with_file_name(name)
 }
 
 fn build_erofs(src: &Path, out: &Path, opts: &MkfsOptions) -> Result<(), MkfsError> {

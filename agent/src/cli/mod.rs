@@ -298,6 +298,15 @@ impl Personality {
             _ => Personality::Flipslot,
         }
     }
+
+    /// This personality's command line definition: what it parses, and what the man pages
+    /// and shell completions of the packages are generated from.
+    pub fn command(self) -> clap::Command {
+        match self {
+            Personality::Flipslot => <Cli as clap::CommandFactory>::command(),
+            Personality::Rauc => <rauc::RaucCli as clap::CommandFactory>::command(),
+        }
+    }
 }
 
 /// The binary's entry point: runs the command line named by `argv[0]` with the process

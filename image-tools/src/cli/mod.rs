@@ -93,10 +93,16 @@ enum Command {
     Netboot(netboot::NetbootArgs),
 }
 
+/// The command line definition: what [`run`] parses, and what the man pages and shell
+/// completions of the package are generated from.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Parses the process's arguments and runs the subcommand. `--help`, `--version` and
 /// command line errors are handled by clap (which exits the process).
 pub fn run() -> anyhow::Result<()> {
-    run_matches(&Cli::command().get_matches())
+    run_matches(&command().get_matches())
 }
 
 /// Parses `args` (the first item is the program name) and runs the subcommand.
@@ -105,7 +111,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = Cli::command().try_get_matches_from(args)?;
+    let matches = command().try_get_matches_from(args)?;
     run_matches(&matches)
 }
 

@@ -22,6 +22,7 @@ packages=(
   ansible-core               # ansible-playbook: examples/ansible/rollout.yml run against localhost
   python3 python3-venv       # tests/pydeps.sh: the venv of the Yocto layer's linters; its .inc generator
   umoci skopeo               # container images made by real tools for build --oci (OCI layouts, docker-archive)
+  dpkg-dev binutils lintian man-db   # the Debian packages: dpkg-shlibdeps, strip, lintian, man
 )
 
 missing=()

@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 
 tests/deps.sh
 tests/pydeps.sh
+tests/tooldeps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -16,6 +16,7 @@ pub mod busybox;
 pub mod cargo_build;
 pub mod cmd;
 pub mod cpio;
+pub mod deb;
 pub mod guest;
 pub mod host;
 pub mod images;

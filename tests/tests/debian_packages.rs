@@ -332,9 +332,15 @@ fn image_tools_package_holds_binary_docs_and_man_pages() {
             .all(|e| !e.path.starts_with("/usr/lib/systemd")),
         "the image tools ship no units"
     );
-    assert!(deb
-        .entry("/usr/share/doc/flipslot-image/bundle-format.md")
-        .is_some());
+    for doc in [
+        "bundle-format.md",
+        "channel-format.md",
+        "oci.md",
+        "provisioning.md",
+    ] {
+        let path = format!("/usr/share/doc/flipslot-image/{doc}");
+        assert!(deb.entry(&path).is_some(), "{path} missing");
+    }
 }
 
 #[test]

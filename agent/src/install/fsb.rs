@@ -2,17 +2,17 @@
 //! `FlipslotWriter` to the shared install steps. The writer runs the two data paths, each
 //! a pipeline of threads over a small pool of aligned buffers: bundle → slot (a reader
 //! thread reads chunks, two threads check their hashes, the caller's thread writes them in
-//! order) and slot → check (a reader thread reads the slot back with direct I/O while two
-//! threads check each chunk). Memory is at most four chunk buffers, whatever the image
-//! size.
+//! order) and slot → check ([`crate::install::readback`], each chunk against its signed
+//! hash). Memory is at most four chunk buffers, whatever the image size.
 
 use crate::install::plan::Target;
 use crate::install::pool::{buffer_pool, write_chunk};
+use crate::install::readback::verify_chunks;
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
     Verified,
 };
-use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
+use crate::slot::device::{AlignedBuf, SlotDevice};
 use anyhow::{anyhow, bail, Context, Result};
 use flipslot_format::manifest::{Compression, Image};
 use flipslot_format::reader::check_chunk;
@@ -112,9 +112,6 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
         })
     }
 }
-
-/// Buffers in flight while reading back.
-const POOL: usize = 3;
 
 /// Buffers in flight while writing: one being read, two being checked, one being written.
 const WRITE_POOL: usize = 4;
@@ -261,106 +258,20 @@ pub fn write_image<S: ByteSource + Send>(
     })
 }
 
-/// Reads an image back from `dev` and checks every chunk against its SHA-256 in the
-/// signed manifest (which together fix the whole image hash). One thread reads with direct
-/// I/O while two hash, so read-back is not limited by one core's hashing speed. The first
+/// Reads an image back from `dev` and checks every chunk against its hash in the signed
+/// manifest (which together fix the whole image), through [`verify_chunks`]. The first
 /// chunk that differs is named with its offset.
 pub fn verify_device(
     dev: &mut dyn SlotDevice,
     img: &Image,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
-    const HASHERS: usize = 2;
-    let dev_size = dev.size();
-    let path = dev.path().to_path_buf();
-    let (full_tx, full_rx) =
-        sync_channel::<std::result::Result<(usize, AlignedBuf, usize), anyhow::Error>>(POOL);
-    let (free_tx, free_rx) = buffer_pool(POOL, img.chunk_size as usize);
-    let full_rx = Mutex::new(full_rx);
-    let stop = AtomicBool::new(false);
-    let (done_tx, done_rx) = channel::<Result<u64>>();
-    std::thread::scope(|s| {
-        let stop = &stop;
-        let full_rx = &full_rx;
-        s.spawn(move || {
-            for i in 0..img.chunks.len() {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let off = img.chunk_image_offset(i);
-                let want = img.chunk_len(i) as usize;
-                // Read whole 4 KiB blocks where the device has them (direct I/O).
-                let padded = want.next_multiple_of(IO_ALIGN);
-                let read_len = if off + padded as u64 <= dev_size {
-                    padded
-                } else {
-                    want
-                };
-                let msg = dev
-                    .read_at(off, &mut buf.as_mut_slice()[..read_len])
-                    .with_context(|| format!("reading back {} at offset {off}", path.display()))
-                    .map(|()| (i, buf, want));
-                let failed = msg.is_err();
-                if full_tx.send(msg).is_err() || failed {
-                    stop.store(true, Ordering::Relaxed);
-                    return;
-                }
-            }
-        });
-        for _ in 0..HASHERS {
-            let free_tx = free_tx.clone();
-            let done_tx = done_tx.clone();
-            s.spawn(move || loop {
-                // The lock is held only while waiting for the next buffer.
-                let msg = match full_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(msg) = msg else { return };
-                let outcome = match msg {
-                    Ok((i, buf, len)) => {
-                        let same = Sha256Digest::of(&buf.as_slice()[..len]) == img.chunks[i].sha256;
-                        // Never blocks: the pool holds at most POOL buffers.
-                        free_tx.send(buf).ok();
-                        if same {
-                            Ok(len as u64)
-                        } else {
-                            Err(anyhow!(
-                                "chunk {i} ({len} bytes at offset {}) differs from the image",
-                                img.chunk_image_offset(i)
-                            ))
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
-                if outcome.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                done_tx.send(outcome).ok();
-            });
-        }
-        drop(done_tx);
-        drop(free_tx);
-        let mut done = 0u64;
-        let mut first_err = None;
-        for r in done_rx {
-            match r {
-                Ok(n) => {
-                    done += n;
-                    progress(done, img.size);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None if done == img.size => Ok(()),
-            None => Err(anyhow!("read back {done} of {} bytes", img.size)),
-        }
-    })
+    let check = |i: usize, data: &[u8]| {
+        img.chunks
+            .get(i)
+            .is_some_and(|c| Sha256Digest::of(data) == c.sha256)
+    };
+    verify_chunks(dev, img.size, img.chunk_size, &check, progress)
 }
 
 #[cfg(test)]

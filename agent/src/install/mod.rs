@@ -18,6 +18,7 @@ pub mod fsb;
 pub mod plan;
 mod pool;
 pub mod rauc;
+mod readback;
 mod steps;
 
 pub use fsb::install;

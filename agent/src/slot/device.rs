@@ -261,7 +261,13 @@ impl SlotDevice for MemDevice {
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let o = offset as usize;
-        buf.copy_from_slice(&self.data[o..o + buf.len()]);
+        let part = self.data.get(o..o + buf.len()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the device",
+            )
+        })?;
+        buf.copy_from_slice(part);
         Ok(())
     }
     fn sync(&mut self) -> io::Result<()> {

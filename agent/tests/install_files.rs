@@ -8,6 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use flipslot::slot::status::InstallResult;
+use flipslot_format::ChunkHash;
 use support::{
     compressible, expect_failure, expect_success, pseudo_random, sha256_hex, stdout, Compression,
     Fixture, COMPATIBLE, SLOT_SIZE,
@@ -108,6 +109,20 @@ fn install_writes_inactive_slot_and_makes_it_primary() {
         lines.iter().any(|l| l["event"] == "start"),
         "no start event: {text}"
     );
+}
+
+#[test]
+fn a_format_1_sha256_bundle_installs_and_reads_back() {
+    let f = Fixture::new();
+    let img = image(41);
+    let bundle = f.bundle_sha256("1.0.0", &img);
+    let text = std::fs::read(&bundle).unwrap();
+    assert!(
+        text.windows(13).any(|w| w == b"\"format\": 1,\n"),
+        "not a format 1 manifest"
+    );
+    expect_success(&f.install(&bundle, &[]));
+    assert_installed(&f, "B", &img, "1.0.0");
 }
 
 #[test]
@@ -561,14 +576,27 @@ fn concurrent_install_is_refused_by_the_lock() {
 
 #[test]
 fn flipped_bit_in_payload_fails_during_write_and_marks_target_bad() {
+    flipped_bit_in_payload(ChunkHash::Blake3);
+}
+
+#[test]
+fn flipped_bit_in_a_sha256_bundle_fails_during_write_and_marks_target_bad() {
+    flipped_bit_in_payload(ChunkHash::Sha256);
+}
+
+fn flipped_bit_in_payload(alg: ChunkHash) {
     let f = Fixture::new();
     let img = image(27);
-    let bundle = f.bundle("1.0.0", &img);
+    let bundle = match alg {
+        ChunkHash::Blake3 => f.bundle("1.0.0", &img),
+        ChunkHash::Sha256 => f.bundle_sha256("1.0.0", &img),
+    };
+    let mismatch = format!("{alg} mismatch");
     let (_, _, p) = layout(&std::fs::read(&bundle).unwrap());
     // Inside the second chunk.
     let bad = edited(&bundle, "bad.fsb", |b| b[p + (1 << 20) + 777] ^= 0x01);
     let before = f.snapshot();
-    let err = expect_failure(&f.install(&bad, &[]), "sha256 mismatch");
+    let err = expect_failure(&f.install(&bad, &[]), &mismatch);
     assert!(
         err.contains("chunk 1") && err.contains("rootfs.1") && err.contains("marked bad"),
         "{err}"
@@ -581,7 +609,7 @@ fn flipped_bit_in_payload_fails_during_write_and_marks_target_bad() {
     assert_eq!(rec.result, InstallResult::Failed, "{rec:?}");
     assert_eq!(rec.bundle_version.as_deref(), Some("1.0.0"));
     let msg = rec.message.unwrap_or_default();
-    assert!(msg.contains("sha256 mismatch"), "{msg}");
+    assert!(msg.contains(&mismatch), "{msg}");
     let st = f.status_slot("B");
     assert_eq!(st["installed"]["result"], "failed", "{st}");
     assert_eq!(st["boot_status"], "bad", "{st}");

@@ -434,7 +434,7 @@ fn bit_flip_in_transit_fails_the_chunk_hash() {
     let before = s.f.snapshot();
     let err = expect_failure(
         &install_url(&s.f, &proxy.url("b.fsb"), &[], &[]),
-        "sha256 mismatch",
+        "blake3 mismatch",
     );
     assert!(
         err.contains("chunk 1") && err.contains("rootfs.1") && err.contains("marked bad"),

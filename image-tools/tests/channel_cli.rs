@@ -110,6 +110,7 @@ fn cli_channel_from_a_real_bundle_then_verify() {
             compression: Compression::None,
             zstd_level: 3,
             block_index: false,
+            chunk_hash: Default::default(),
         },
         &[key(1)],
         &mut std::fs::File::create(dir.join("update.fsb")).unwrap(),

@@ -101,6 +101,7 @@ fn bundle(dir: &Path, version: &str) -> String {
             compression: Compression::None,
             zstd_level: 3,
             block_index: false,
+            chunk_hash: Default::default(),
         },
         &[SigningKey::from_bytes(&[1; 32])],
         &mut std::fs::File::create(dir.join(&name)).unwrap(),

@@ -341,7 +341,7 @@ fn wrong_keyring_and_tampering_fail_with_exit_1() {
     std::fs::write(dir.join("bad.fsb"), &bytes).unwrap();
     let err = fails(dir, &["verify", "--keyring", "keys", "bad.fsb"]);
     assert!(
-        err.contains("bad.fsb") && err.contains("chunk 3") && err.contains("sha256 mismatch"),
+        err.contains("bad.fsb") && err.contains("chunk 3") && err.contains("blake3 mismatch"),
         "{err}"
     );
     let err = fails(
@@ -681,4 +681,64 @@ fn build_from_dir_erofs_is_reproducible() {
 fn build_from_dir_ext4_is_reproducible() {
     // ext2/3/4 superblock at 1024, s_magic 0xEF53 at offset 56.
     build_dir_twice("ext4", "mke2fs", (1024 + 56, &[0x53, 0xef]));
+}
+
+#[test]
+fn chunk_hash_is_blake3_by_default_and_sha256_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    keygen(dir, "release");
+    let image = data(7, 300 * 1024 + 5);
+    std::fs::write(dir.join("rootfs.img"), &image).unwrap();
+    let whole = hex::encode(Sha256::digest(&image));
+    for (flag, alg, format) in [(None, "blake3", 2), (Some("sha256"), "sha256", 1)] {
+        let out = format!("{alg}.fsb");
+        let mut args = vec![
+            "build",
+            "--compatible",
+            "acme-box",
+            "--version",
+            "1.0.0",
+            "--key",
+            "keys/release.key",
+            "--image",
+            "rootfs=rootfs.img",
+            "--chunk-size",
+            "64K",
+            "--out",
+            &out,
+            "--json",
+        ];
+        if let Some(f) = flag {
+            args.extend(["--chunk-hash", f]);
+        }
+        let done = ok(dir, &args);
+        let done: serde_json::Value = serde_json::from_str(done.lines().last().unwrap()).unwrap();
+        assert_eq!(done["chunk_hash"], alg, "{done}");
+        assert_eq!(done["manifest_format"], format, "{done}");
+        let info = ok(dir, &["info", &out, "--keyring", "keys", "--json"]);
+        let info: serde_json::Value = serde_json::from_str(info.trim()).unwrap();
+        assert_eq!(info["chunk_hash"], alg);
+        assert_eq!(info["manifest_format"], format);
+        // The whole-image digest stays SHA-256 whatever the chunk hash.
+        assert_eq!(info["images"][0]["sha256"], whole.as_str());
+        let text = ok(dir, &["info", &out, "--keyring", "keys"]);
+        assert!(
+            text.contains(&format!(
+                "chunk hash:      {alg} (manifest format {format})"
+            )),
+            "{text}"
+        );
+        ok(dir, &["verify", &out, "--keyring", "keys"]);
+        // A flipped payload byte is found by verify with either hash.
+        let mut bytes = std::fs::read(dir.join(&out)).unwrap();
+        let at = bytes.len() - 1000;
+        bytes[at] ^= 1;
+        std::fs::write(dir.join("bad.fsb"), &bytes).unwrap();
+        let err = fails(dir, &["verify", "bad.fsb", "--keyring", "keys"]);
+        assert!(err.contains("chunk"), "{err}");
+    }
+    let err = run(dir, &["build", "--chunk-hash", "md5"]);
+    assert_eq!(err.status.code(), Some(2));
+    assert!(text(&err.stderr).contains("md5"));
 }

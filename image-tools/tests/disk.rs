@@ -125,6 +125,7 @@ fn bundle_of(dir: &Path, class: &str, image: &Path) -> PathBuf {
         compression: Compression::Zstd,
         zstd_level: 3,
         block_index: false,
+        chunk_hash: Default::default(),
     };
     let input = ImageInput {
         class: class.into(),

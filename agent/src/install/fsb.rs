@@ -14,10 +14,10 @@ use crate::install::{
 };
 use crate::slot::device::{AlignedBuf, SlotDevice};
 use anyhow::{anyhow, bail, Context, Result};
-use flipslot_format::manifest::{Compression, Image};
+use flipslot_format::manifest::{ChunkHash, Compression, Image};
 use flipslot_format::reader::check_chunk;
 use flipslot_format::source::ByteSource;
-use flipslot_format::{Bundle, Keyring, Sha256Digest, VerifyPolicy};
+use flipslot_format::{Bundle, Keyring, VerifyPolicy};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Mutex;
@@ -84,6 +84,7 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
         progress: &mut dyn Progress,
     ) -> Result<InstalledImage> {
         let img = self.bundle.manifest().images[t.image].clone();
+        let alg = self.bundle.manifest().chunk_hash();
         let phase = format!("write {}", t.slot.name);
         write_image(self.bundle, t.image, dev, &mut |d, n| {
             progress.update(&phase, d, n)
@@ -92,7 +93,7 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
             .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
         if opts.read_back {
             let phase = format!("read-back {}", t.slot.name);
-            verify_device(dev, &img, &mut |d, n| progress.update(&phase, d, n)).with_context(
+            verify_device(dev, alg, &img, &mut |d, n| progress.update(&phase, d, n)).with_context(
                 || {
                     format!(
                         "read-back of slot {} ({}) does not match the image",
@@ -145,6 +146,7 @@ pub fn write_image<S: ByteSource + Send>(
         .ok_or_else(|| anyhow!("bundle has no image {image}"))?
         .clone();
     let payload_offset = bundle.payload_offset();
+    let alg = bundle.manifest().chunk_hash();
     let total = img.size;
     let dev_size = dev.size();
     let (read_tx, read_rx) = sync_channel::<Result<Pending>>(WRITE_POOL);
@@ -198,7 +200,7 @@ pub fn write_image<S: ByteSource + Send>(
                 let msg = msg.and_then(|p| {
                     if p.unchecked {
                         let data = &p.buf.as_slice()[..p.len];
-                        check_chunk(img, image, p.index, payload_offset, data)?;
+                        check_chunk(alg, img, image, p.index, payload_offset, data)?;
                     }
                     Ok(p)
                 });
@@ -258,19 +260,17 @@ pub fn write_image<S: ByteSource + Send>(
     })
 }
 
-/// Reads an image back from `dev` and checks every chunk against its hash in the signed
-/// manifest (which together fix the whole image), through [`verify_chunks`]. The first
+/// Reads an image back from `dev` and checks every chunk against its hash (`alg`, the
+/// manifest's chunk hash) in the signed manifest, through [`verify_chunks`]. The chunk
+/// hashes together fix the whole image, so there is no second whole-image pass. The first
 /// chunk that differs is named with its offset.
 pub fn verify_device(
     dev: &mut dyn SlotDevice,
+    alg: ChunkHash,
     img: &Image,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
-    let check = |i: usize, data: &[u8]| {
-        img.chunks
-            .get(i)
-            .is_some_and(|c| Sha256Digest::of(data) == c.sha256)
-    };
+    let check = |i: usize, data: &[u8]| img.chunks.get(i).is_some_and(|c| c.matches(alg, data));
     verify_chunks(dev, img.size, img.chunk_size, &check, progress)
 }
 
@@ -285,6 +285,12 @@ mod tests {
 
     #[test]
     fn write_then_verify_and_detect_a_changed_chunk() {
+        for alg in [ChunkHash::Blake3, ChunkHash::Sha256] {
+            write_then_verify(alg);
+        }
+    }
+
+    fn write_then_verify(alg: ChunkHash) {
         let dir = tempfile::tempdir().unwrap();
         let key = keys::generate().unwrap();
         let image: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 253) as u8).collect();
@@ -298,6 +304,7 @@ mod tests {
             compression: Compression::Zstd,
             zstd_level: 3,
             block_index: false,
+            chunk_hash: alg,
         };
         let input = ImageInput {
             class: "rootfs".into(),
@@ -321,11 +328,12 @@ mod tests {
         write_image(&mut bundle, 0, &mut dev, &mut |_, _| {}).unwrap();
         assert_eq!(&dev.data[..image.len()], &image[..]);
         let img = bundle.manifest().images[0].clone();
+        assert_eq!(bundle.manifest().chunk_hash(), alg);
         let mut seen = 0;
-        verify_device(&mut dev, &img, &mut |d, _| seen = d).unwrap();
+        verify_device(&mut dev, alg, &img, &mut |d, _| seen = d).unwrap();
         assert_eq!(seen, image.len() as u64);
         dev.data[2 * 65536 + 5] ^= 1;
-        let err = verify_device(&mut dev, &img, &mut |_, _| {})
+        let err = verify_device(&mut dev, alg, &img, &mut |_, _| {})
             .unwrap_err()
             .to_string();
         assert!(

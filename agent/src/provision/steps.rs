@@ -257,9 +257,12 @@ pub fn run<S: ByteSource + Send>(
             .sync()
             .with_context(|| format!("cannot flush disk {shown}"))?;
         let phase = format!("read-back {}", s.label);
-        verify_device(&mut region, &manifest.images[s.image], &mut |d, n| {
-            ev.bytes(&phase, d, n)
-        })
+        verify_device(
+            &mut region,
+            manifest.chunk_hash(),
+            &manifest.images[s.image],
+            &mut |d, n| ev.bytes(&phase, d, n),
+        )
         .with_context(|| {
             format!(
                 "read-back of slot {} (partition {} of {shown}) does not match the image",

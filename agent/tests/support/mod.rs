@@ -405,7 +405,8 @@ impl Fixture {
         n
     }
 
-    /// Builds a one-image bundle of class `rootfs` signed by `keys` (none: unsigned).
+    /// Builds a one-image bundle of class `rootfs` signed by `keys` (none: unsigned),
+    /// with BLAKE3 chunk hashes (the default).
     pub fn build_bundle(
         &self,
         version: &str,
@@ -413,6 +414,39 @@ impl Fixture {
         image: &[u8],
         keys: &[&TestKey],
         compression: Compression,
+    ) -> PathBuf {
+        self.build_bundle_with(
+            version,
+            compatible,
+            image,
+            keys,
+            compression,
+            flipslot_format::ChunkHash::Blake3,
+        )
+    }
+
+    /// A bundle for this system signed by the trusted key, uncompressed, with SHA-256
+    /// chunk hashes: a format 1 bundle, as releases before BLAKE3 chunk hashes built.
+    pub fn bundle_sha256(&self, version: &str, image: &[u8]) -> PathBuf {
+        self.build_bundle_with(
+            version,
+            COMPATIBLE,
+            image,
+            &[&self.trusted],
+            Compression::None,
+            flipslot_format::ChunkHash::Sha256,
+        )
+    }
+
+    /// [`Fixture::build_bundle`] with the chunk hash given.
+    pub fn build_bundle_with(
+        &self,
+        version: &str,
+        compatible: &str,
+        image: &[u8],
+        keys: &[&TestKey],
+        compression: Compression,
+        chunk_hash: flipslot_format::ChunkHash,
     ) -> PathBuf {
         let id = self.next_id();
         let img = self.path().join(format!("image-{id}.raw"));
@@ -431,6 +465,7 @@ impl Fixture {
             compression,
             zstd_level: 3,
             block_index: false,
+            chunk_hash,
         };
         build(
             &[ImageInput {

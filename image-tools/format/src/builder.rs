@@ -7,8 +7,8 @@ use crate::error::BundleError;
 use crate::format::{self, Header, SignatureEntry, HEADER_LEN};
 use crate::keys::key_id;
 use crate::manifest::{
-    valid_chunk_size, BlockIndex, Chunk, Compression, Image, Manifest, BLOCK_INDEX_BLOCK_SIZE,
-    MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    valid_chunk_size, BlockIndex, Chunk, ChunkHash, Compression, Image, Manifest,
+    BLOCK_INDEX_BLOCK_SIZE, MANIFEST_FORMAT_V2, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
 use crate::reader::Bundle;
 use crate::source::ByteSource;
@@ -46,6 +46,9 @@ pub struct BuildOptions {
     pub zstd_level: i32,
     /// Whether to add a 4 KiB block-hash index per image.
     pub block_index: bool,
+    /// The chunk hash: BLAKE3 (manifest format 2, the default) or SHA-256 (format 1,
+    /// readable by every flipslot release).
+    pub chunk_hash: ChunkHash,
 }
 
 /// What a build produced.
@@ -125,14 +128,9 @@ fn scan_image(
             }
         }
         let stored = encode_chunk(raw, opts.compression, opts.zstd_level)?;
-        let stored_size = stored.as_ref().map_or(n, |s| s.len()) as u64;
-        chunks.push(Chunk {
-            offset: *cursor,
-            stored_size,
-            sha256: Sha256Digest::of(raw),
-            stored_sha256: stored.as_deref().map(Sha256Digest::of),
-        });
-        *cursor += stored_size;
+        let chunk = Chunk::hashed(opts.chunk_hash, *cursor, raw, stored.as_deref());
+        *cursor += chunk.stored_size;
+        chunks.push(chunk);
         done += n as u64;
         progress("scan", done, size);
     }
@@ -196,7 +194,7 @@ fn write_image(
     for (i, c) in img.chunks.iter().enumerate() {
         let n = read_full(&mut f, &mut buf, path)?;
         let raw = &buf[..n];
-        if n as u64 != img.chunk_len(i) || Sha256Digest::of(raw) != c.sha256 {
+        if n as u64 != img.chunk_len(i) || !c.matches(opts.chunk_hash, raw) {
             return Err(changed());
         }
         if img.block_index.is_some() {
@@ -291,12 +289,14 @@ pub fn build(
         imgs.push(scan_image(input, opts, &mut cursor, progress)?);
     }
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: opts.chunk_hash.manifest_format(),
         compatible: opts.compatible.clone(),
         version: opts.version.clone(),
         build_time: opts.build_time,
         description: opts.description.clone(),
         payload_size: cursor,
+        chunk_hash: (opts.chunk_hash.manifest_format() == MANIFEST_FORMAT_V2)
+            .then_some(opts.chunk_hash),
         images: imgs,
     };
     manifest.validate()?;

@@ -1,6 +1,6 @@
-//! SHA-256 digests as a value type. Its serde form, used by every JSON output and state
-//! file, is a string of 64 lower-case hex digits; reading accepts either case and refuses
-//! anything else with a [`ParseDigestError`] that says what was wrong.
+//! SHA-256 and BLAKE3 digests as value types. Their serde form, used by every JSON output
+//! and state file, is a string of 64 lower-case hex digits; reading accepts either case and
+//! refuses anything else with an error that says what was wrong ([`ParseDigestError`]).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
@@ -91,6 +91,65 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     }
 }
 
+/// A BLAKE3 digest (32 bytes): the chunk hash of manifests that name `blake3`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Blake3Digest(pub [u8; 32]);
+
+impl Blake3Digest {
+    /// Hashes `data` in one go.
+    pub fn of(data: &[u8]) -> Self {
+        Self(*blake3::hash(data).as_bytes())
+    }
+
+    /// Lower-case hex form (64 characters).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl FromStr for Blake3Digest {
+    type Err = String;
+
+    /// The same hex rules as [`Sha256Digest`], with errors that name BLAKE3.
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse::<Sha256Digest>()
+            .map(|d| Self(d.0))
+            .map_err(|e| match e {
+                ParseDigestError::Length(n) => {
+                    format!("a blake3 hash is 64 hex digits, not {n} characters")
+                }
+                ParseDigestError::NotHex { index, found } => {
+                    format!("a blake3 hash is 64 hex digits, but character {index} is {found:?}")
+                }
+            })
+    }
+}
+
+impl fmt::Display for Blake3Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Blake3Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blake3:{}", self.to_hex())
+    }
+}
+
+impl Serialize for Blake3Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Blake3Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +183,25 @@ mod tests {
         );
         let none: Option<Sha256Digest> = None;
         assert_eq!(serde_json::to_string(&none).unwrap(), "null");
+    }
+
+    #[test]
+    fn blake3_known_vector_and_errors() {
+        // The BLAKE3 reference value of the empty input.
+        let d = Blake3Digest::of(b"");
+        assert_eq!(
+            d.to_hex(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        let back: Blake3Digest = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        let e = serde_json::from_str::<Blake3Digest>("\"00ff\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a blake3 hash is 64 hex digits, not 4"),
+            "{e}"
+        );
+        assert_eq!(format!("{d:?}"), format!("blake3:{}", d.to_hex()));
     }
 
     #[test]

@@ -119,8 +119,10 @@ pub enum BundleError {
         offset: u64,
     },
     /// A chunk's bytes do not match the hash in the signed manifest.
-    #[error("image {image} ({class}) chunk {chunk} at bundle offset {offset}: sha256 mismatch, the payload was modified or corrupted")]
+    #[error("image {image} ({class}) chunk {chunk} at bundle offset {offset}: {alg} mismatch, the payload was modified or corrupted")]
     ChunkHash {
+        /// The manifest's chunk hash.
+        alg: crate::manifest::ChunkHash,
         /// Image index.
         image: usize,
         /// Image class.

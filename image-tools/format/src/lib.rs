@@ -30,9 +30,9 @@ pub mod source;
 pub mod timefmt;
 pub mod units;
 
-pub use digest::Sha256Digest;
+pub use digest::{Blake3Digest, Sha256Digest};
 pub use error::BundleError;
 pub use keyid::KeyId;
 pub use keys::Keyring;
-pub use manifest::{Compression, Manifest};
+pub use manifest::{ChunkHash, Compression, Manifest};
 pub use reader::{Bundle, VerifyPolicy};

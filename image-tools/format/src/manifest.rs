@@ -4,12 +4,66 @@
 //! [`Manifest::validate`] then checks every size and offset against hard limits, so that
 //! code which walks the chunk table can trust its arithmetic.
 
-use crate::digest::Sha256Digest;
+use crate::digest::{Blake3Digest, Sha256Digest};
 use crate::error::BundleError;
 use serde::{Deserialize, Serialize};
 
-/// Manifest format number written by this library.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Manifest format 1: chunk hashes are SHA-256 (`sha256`, `stored_sha256`) and the
+/// manifest has no `chunk_hash` field. Written for `ChunkHash::Sha256`, so that every
+/// flipslot release reads it.
+pub const MANIFEST_FORMAT_V1: u32 = 1;
+/// Manifest format 2: the manifest names its chunk hash in `chunk_hash`; chunks carry the
+/// digests of that algorithm only. Written for `ChunkHash::Blake3` (the default).
+pub const MANIFEST_FORMAT_V2: u32 = 2;
+
+/// The hash every chunk of a bundle is checked with (one per manifest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkHash {
+    /// SHA-256 (format 1, or format 2 naming it).
+    Sha256,
+    /// BLAKE3 (format 2): the default for new bundles.
+    #[default]
+    Blake3,
+}
+
+impl ChunkHash {
+    /// The name used in manifests and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkHash::Sha256 => "sha256",
+            ChunkHash::Blake3 => "blake3",
+        }
+    }
+
+    /// The manifest format a builder writes for this chunk hash: 1 for SHA-256 (readable
+    /// by every flipslot release), 2 for BLAKE3.
+    pub fn manifest_format(self) -> u32 {
+        match self {
+            ChunkHash::Sha256 => MANIFEST_FORMAT_V1,
+            ChunkHash::Blake3 => MANIFEST_FORMAT_V2,
+        }
+    }
+}
+
+impl std::fmt::Display for ChunkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ChunkHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sha256" => Ok(ChunkHash::Sha256),
+            "blake3" => Ok(ChunkHash::Blake3),
+            other => Err(format!(
+                "unknown chunk hash {other:?} (expected blake3 or sha256)"
+            )),
+        }
+    }
+}
 /// Most images in one bundle.
 pub const MAX_IMAGES: usize = 64;
 /// Smallest chunk size.
@@ -55,7 +109,7 @@ impl std::str::FromStr for Compression {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Manifest format number, 1.
+    /// Manifest format number: 1 (SHA-256 chunks) or 2 (`chunk_hash` named).
     pub format: u32,
     /// The system kind this bundle is for; must equal the device's `compatible`.
     pub compatible: String,
@@ -68,6 +122,10 @@ pub struct Manifest {
     pub description: Option<String>,
     /// Total payload length in bytes.
     pub payload_size: u64,
+    /// The chunk hash (format 2 only; format 1 means SHA-256). Read it through
+    /// [`Manifest::chunk_hash`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_hash: Option<ChunkHash>,
     /// The images, in payload order.
     pub images: Vec<Image>,
 }
@@ -80,7 +138,8 @@ pub struct Image {
     pub class: String,
     /// Uncompressed size in bytes.
     pub size: u64,
-    /// SHA-256 of the whole uncompressed image.
+    /// SHA-256 of the whole uncompressed image, whatever the chunk hash: what `status`
+    /// shows and `sha256sum` of the slot's first `size` bytes gives.
     pub sha256: Sha256Digest,
     /// Uncompressed size of every chunk but the last.
     pub chunk_size: u32,
@@ -101,11 +160,83 @@ pub struct Chunk {
     pub offset: u64,
     /// Length of the stored bytes.
     pub stored_size: u64,
-    /// SHA-256 of the uncompressed chunk (what ends up on the slot).
-    pub sha256: Sha256Digest,
-    /// SHA-256 of the stored bytes, present when compressed (checked before decompressing).
+    /// SHA-256 of the uncompressed chunk (what ends up on the slot), when the chunk hash
+    /// is SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    /// SHA-256 of the stored bytes, when the chunk hash is SHA-256 and the chunk is
+    /// compressed (checked before decompressing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_sha256: Option<Sha256Digest>,
+    /// BLAKE3 of the uncompressed chunk, when the chunk hash is BLAKE3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<Blake3Digest>,
+    /// BLAKE3 of the stored bytes, when the chunk hash is BLAKE3 and the chunk is
+    /// compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_blake3: Option<Blake3Digest>,
+}
+
+impl Chunk {
+    /// A chunk entry hashed with `alg`: `raw` is the uncompressed chunk, `stored` the
+    /// compressed bytes when they differ.
+    pub fn hashed(alg: ChunkHash, offset: u64, raw: &[u8], stored: Option<&[u8]>) -> Chunk {
+        let stored_size = stored.map_or(raw.len(), <[u8]>::len) as u64;
+        let mut c = Chunk {
+            offset,
+            stored_size,
+            sha256: None,
+            stored_sha256: None,
+            blake3: None,
+            stored_blake3: None,
+        };
+        match alg {
+            ChunkHash::Sha256 => {
+                c.sha256 = Some(Sha256Digest::of(raw));
+                c.stored_sha256 = stored.map(Sha256Digest::of);
+            }
+            ChunkHash::Blake3 => {
+                c.blake3 = Some(Blake3Digest::of(raw));
+                c.stored_blake3 = stored.map(Blake3Digest::of);
+            }
+        }
+        c
+    }
+
+    /// Whether `raw` hashes, with `alg`, to this chunk's signed hash of its uncompressed
+    /// bytes. False when the chunk has no hash of that algorithm.
+    pub fn matches(&self, alg: ChunkHash, raw: &[u8]) -> bool {
+        match alg {
+            ChunkHash::Sha256 => self.sha256 == Some(Sha256Digest::of(raw)),
+            ChunkHash::Blake3 => self.blake3 == Some(Blake3Digest::of(raw)),
+        }
+    }
+
+    /// Whether `stored` hashes, with `alg`, to this chunk's signed hash of its stored
+    /// (compressed) bytes. False when the chunk has none.
+    pub fn stored_matches(&self, alg: ChunkHash, stored: &[u8]) -> bool {
+        match alg {
+            ChunkHash::Sha256 => self.stored_sha256 == Some(Sha256Digest::of(stored)),
+            ChunkHash::Blake3 => self.stored_blake3 == Some(Blake3Digest::of(stored)),
+        }
+    }
+
+    /// The signed hash of the uncompressed chunk as hex, with its algorithm's name.
+    pub fn hash_hex(&self) -> Option<(ChunkHash, String)> {
+        match (&self.sha256, &self.blake3) {
+            (Some(d), _) => Some((ChunkHash::Sha256, d.to_hex())),
+            (None, Some(d)) => Some((ChunkHash::Blake3, d.to_hex())),
+            (None, None) => None,
+        }
+    }
+
+    /// Which hashes the chunk carries, as (uncompressed, stored) per algorithm.
+    fn carries(&self, alg: ChunkHash) -> (bool, bool) {
+        match alg {
+            ChunkHash::Sha256 => (self.sha256.is_some(), self.stored_sha256.is_some()),
+            ChunkHash::Blake3 => (self.blake3.is_some(), self.stored_blake3.is_some()),
+        }
+    }
 }
 
 /// The block-hash index: SHA-256 of every 4 KiB block of the uncompressed image,
@@ -149,6 +280,11 @@ pub fn zstd_bound(raw: u64) -> u64 {
 }
 
 impl Manifest {
+    /// The hash every chunk is checked with: `chunk_hash` in format 2, SHA-256 in format 1.
+    pub fn chunk_hash(&self) -> ChunkHash {
+        self.chunk_hash.unwrap_or(ChunkHash::Sha256)
+    }
+
     /// Serializes the manifest exactly as it is signed.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing plain structs of strings and integers cannot fail.
@@ -167,9 +303,27 @@ impl Manifest {
     /// and add up to `payload_size`, so a single forward pass reads the whole bundle.
     pub fn validate(&self) -> Result<(), BundleError> {
         let bad = |s: String| Err(BundleError::InvalidManifest(s));
-        if self.format != MANIFEST_FORMAT {
-            return bad(format!("unsupported manifest format {}", self.format));
+        match (self.format, self.chunk_hash) {
+            (MANIFEST_FORMAT_V1, None) | (MANIFEST_FORMAT_V2, Some(_)) => {}
+            (MANIFEST_FORMAT_V1, Some(h)) => {
+                return bad(format!(
+                    "a format 1 manifest has no chunk_hash (it names {h}; chunk_hash came with format 2)"
+                ))
+            }
+            (MANIFEST_FORMAT_V2, None) => {
+                return bad("a format 2 manifest must name its chunk_hash".into())
+            }
+            (f, _) => {
+                return bad(format!(
+                    "unsupported manifest format {f} (this flipslot reads formats 1 and 2)"
+                ))
+            }
         }
+        let alg = self.chunk_hash();
+        let other = match alg {
+            ChunkHash::Sha256 => ChunkHash::Blake3,
+            ChunkHash::Blake3 => ChunkHash::Sha256,
+        };
         if !valid_compatible(&self.compatible) {
             return bad(format!(
                 "compatible must be 1 to 256 bytes, is {} bytes",
@@ -223,6 +377,16 @@ impl Manifest {
                         c.offset
                     ));
                 }
+                let (raw_hash, stored_hash) = c.carries(alg);
+                if c.carries(other) != (false, false) {
+                    return bad(format!(
+                        "image {n} chunk {i}: has a {other} hash, but the manifest's chunk hash \
+                         is {alg} (a manifest uses one chunk hash)"
+                    ));
+                }
+                if !raw_hash {
+                    return bad(format!("image {n} chunk {i}: has no {alg} hash"));
+                }
                 match img.compression {
                     Compression::None => {
                         if c.stored_size != raw {
@@ -231,9 +395,9 @@ impl Manifest {
                                 c.stored_size
                             ));
                         }
-                        if c.stored_sha256.is_some() {
+                        if stored_hash {
                             return bad(format!(
-                                "image {n} chunk {i}: stored_sha256 on an uncompressed chunk"
+                                "image {n} chunk {i}: stored_{alg} on an uncompressed chunk"
                             ));
                         }
                     }
@@ -244,9 +408,9 @@ impl Manifest {
                                 c.stored_size
                             ));
                         }
-                        if c.stored_sha256.is_none() {
+                        if !stored_hash {
                             return bad(format!(
-                                "image {n} chunk {i}: compressed chunk without stored_sha256"
+                                "image {n} chunk {i}: compressed chunk without stored_{alg}"
                             ));
                         }
                     }
@@ -311,11 +475,14 @@ mod tests {
         let chunk = |offset, len: u64| Chunk {
             offset,
             stored_size: len,
-            sha256: Sha256Digest::default(),
+            sha256: Some(Sha256Digest::default()),
             stored_sha256: None,
+            blake3: None,
+            stored_blake3: None,
         };
         Manifest {
             format: 1,
+            chunk_hash: None,
             compatible: "acme".into(),
             version: semver::Version::new(1, 2, 3),
             build_time: 0,
@@ -388,6 +555,117 @@ mod tests {
             f(&mut m);
             assert!(m.validate().is_err(), "{name} accepted");
         }
+    }
+
+    /// The sample as a format 2 manifest with BLAKE3 chunk hashes.
+    fn sample_blake3() -> Manifest {
+        let mut m = sample();
+        m.format = 2;
+        m.chunk_hash = Some(ChunkHash::Blake3);
+        for c in &mut m.images[0].chunks {
+            c.sha256 = None;
+            c.blake3 = Some(Blake3Digest::default());
+        }
+        m
+    }
+
+    #[test]
+    fn chunk_hash_rules() {
+        let m = sample_blake3();
+        m.validate().unwrap();
+        assert_eq!(m.chunk_hash(), ChunkHash::Blake3);
+        assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
+        assert_eq!(sample().chunk_hash(), ChunkHash::Sha256);
+        // Format 2 may also name sha256.
+        let mut m2 = sample();
+        m2.format = 2;
+        m2.chunk_hash = Some(ChunkHash::Sha256);
+        m2.validate().unwrap();
+
+        type Mutation = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Mutation, &str)> = vec![
+            (
+                "format 1 naming a chunk hash",
+                Box::new(|m| m.format = 1),
+                "a format 1 manifest has no chunk_hash",
+            ),
+            (
+                "format 2 naming none",
+                Box::new(|m| m.chunk_hash = None),
+                "must name its chunk_hash",
+            ),
+            (
+                "a sha256 chunk among blake3 ones",
+                Box::new(|m| m.images[0].chunks[1].sha256 = Some(Sha256Digest::default())),
+                "image 0 chunk 1: has a sha256 hash, but the manifest's chunk hash is blake3",
+            ),
+            (
+                "a chunk with only a sha256",
+                Box::new(|m| {
+                    let c = &mut m.images[0].chunks[2];
+                    c.blake3 = None;
+                    c.sha256 = Some(Sha256Digest::default());
+                }),
+                "image 0 chunk 2: has a sha256 hash",
+            ),
+            (
+                "a chunk without hash",
+                Box::new(|m| m.images[0].chunks[0].blake3 = None),
+                "image 0 chunk 0: has no blake3 hash",
+            ),
+            (
+                "stored hash on a raw chunk",
+                Box::new(|m| m.images[0].chunks[0].stored_blake3 = Some(Blake3Digest::default())),
+                "stored_blake3 on an uncompressed chunk",
+            ),
+            (
+                "format 3",
+                Box::new(|m| m.format = 3),
+                "unsupported manifest format 3",
+            ),
+        ];
+        for (name, f, want) in cases {
+            let mut m = sample_blake3();
+            f(&mut m);
+            let e = m.validate().expect_err(name).to_string();
+            assert!(e.contains(want), "{name}: {e}");
+        }
+        // A blake3 hash in a format 1 manifest.
+        let mut m = sample();
+        m.images[0].chunks[0].blake3 = Some(Blake3Digest::default());
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("has a blake3 hash, but the manifest's chunk hash is sha256"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_chunk_hash_is_refused_by_name() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample_blake3().to_bytes()).unwrap();
+        v["chunk_hash"] = serde_json::json!("md5");
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|c| c.contains("md5") && c.contains("blake3")),
+            "{e}: {cause:?}"
+        );
+        assert_eq!(
+            "md5".parse::<ChunkHash>().unwrap_err(),
+            "unknown chunk hash \"md5\" (expected blake3 or sha256)"
+        );
+    }
+
+    #[test]
+    fn a_format_1_manifest_serializes_as_before() {
+        // No chunk_hash and no blake3 fields: the bytes older releases signed and read.
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        assert!(
+            !text.contains("chunk_hash") && !text.contains("blake3"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::error::BundleError;
 use crate::format::{self, Header, SignatureEntry, HEADER_LEN, SIG_ENTRY_LEN};
 use crate::keyid::KeyId;
 use crate::keys::Keyring;
-use crate::manifest::{Compression, Image, Manifest};
+use crate::manifest::{ChunkHash, Compression, Image, Manifest};
 use crate::source::ByteSource;
 use ed25519_dalek::Signature;
 use sha2::{Digest, Sha256};
@@ -161,8 +161,10 @@ pub fn verify_signatures(
 }
 
 /// Checks the uncompressed bytes of chunk `chunk` of image number `image` (`img`) against
-/// the signed manifest: length and SHA-256. `payload_offset` only names the offset in errors.
+/// the signed manifest: length and hash (`alg`, the manifest's [`Manifest::chunk_hash`]).
+/// `payload_offset` only names the offset in errors.
 pub fn check_chunk(
+    alg: ChunkHash,
     img: &Image,
     image: usize,
     chunk: usize,
@@ -172,8 +174,9 @@ pub fn check_chunk(
     let c = img.chunks.get(chunk).ok_or_else(|| {
         BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
     })?;
-    if data.len() as u64 != img.chunk_len(chunk) || Sha256Digest::of(data) != c.sha256 {
+    if data.len() as u64 != img.chunk_len(chunk) || !c.matches(alg, data) {
         return Err(BundleError::ChunkHash {
+            alg,
             image,
             class: img.class.clone(),
             chunk,
@@ -307,6 +310,7 @@ impl<S: ByteSource> Bundle<S> {
         out: &mut [u8],
     ) -> Result<usize, BundleError> {
         let payload_offset = self.payload_offset();
+        let alg = self.manifest.chunk_hash();
         let img = self.image(image)?;
         let c = img.chunks.get(chunk).ok_or_else(|| {
             BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
@@ -315,7 +319,8 @@ impl<S: ByteSource> Bundle<S> {
         let abs = payload_offset + c.offset;
         let class = img.class.clone();
         let compression = img.compression;
-        let (want_raw, want_stored, stored_size) = (c.sha256, c.stored_sha256, c.stored_size);
+        let stored_size = c.stored_size;
+        let want = c.clone();
         if out.len() < raw_len {
             return Err(BundleError::Build(format!(
                 "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
@@ -323,6 +328,7 @@ impl<S: ByteSource> Bundle<S> {
             )));
         }
         let hash_err = || BundleError::ChunkHash {
+            alg,
             image,
             class: class.clone(),
             chunk,
@@ -332,7 +338,7 @@ impl<S: ByteSource> Bundle<S> {
         match compression {
             Compression::None => {
                 read_at(&mut self.source, abs, &mut out[..raw_len], &what)?;
-                if Sha256Digest::of(&out[..raw_len]) != want_raw {
+                if !want.matches(alg, &out[..raw_len]) {
                     return Err(hash_err());
                 }
             }
@@ -340,7 +346,7 @@ impl<S: ByteSource> Bundle<S> {
                 // stored_size is bounded by zstd_bound(chunk_size) in Manifest::validate.
                 scratch.resize(stored_size as usize, 0);
                 read_at(&mut self.source, abs, scratch, &what)?;
-                if Some(Sha256Digest::of(scratch)) != want_stored {
+                if !want.stored_matches(alg, scratch) {
                     return Err(hash_err());
                 }
                 let n = zstd::bulk::decompress_to_buffer(scratch, &mut out[..raw_len]).map_err(
@@ -350,7 +356,7 @@ impl<S: ByteSource> Bundle<S> {
                         reason: e.to_string(),
                     },
                 )?;
-                if n != raw_len || Sha256Digest::of(&out[..raw_len]) != want_raw {
+                if n != raw_len || !want.matches(alg, &out[..raw_len]) {
                     return Err(hash_err());
                 }
             }

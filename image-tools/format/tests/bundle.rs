@@ -7,7 +7,7 @@ use flipslot_format::builder::{self, BuildOptions, ImageInput};
 use flipslot_format::format::{Header, HEADER_LEN, MAX_MANIFEST_LEN, MAX_SIGNATURES};
 use flipslot_format::keys::key_id;
 use flipslot_format::source::{ByteSource, FileSource, MemSource};
-use flipslot_format::{Bundle, BundleError, Compression, KeyId, Keyring, VerifyPolicy};
+use flipslot_format::{Bundle, BundleError, ChunkHash, Compression, KeyId, Keyring, VerifyPolicy};
 use std::path::{Path, PathBuf};
 
 const CHUNK: u32 = 64 * 1024;
@@ -44,7 +44,14 @@ fn policy(n: u32) -> VerifyPolicy {
     VerifyPolicy { min_signatures: n }
 }
 
+/// Both chunk hashes: every build-and-read test runs with each.
+const ALGS: [ChunkHash; 2] = [ChunkHash::Blake3, ChunkHash::Sha256];
+
 fn options(compression: Compression) -> BuildOptions {
+    options_alg(compression, ChunkHash::default())
+}
+
+fn options_alg(compression: Compression, chunk_hash: ChunkHash) -> BuildOptions {
     BuildOptions {
         compatible: "acme-box".into(),
         version: semver::Version::new(1, 2, 3),
@@ -54,6 +61,7 @@ fn options(compression: Compression) -> BuildOptions {
         compression,
         zstd_level: 3,
         block_index: true,
+        chunk_hash,
     }
 }
 
@@ -130,10 +138,20 @@ fn stream_all<S: ByteSource>(b: &mut Bundle<S>, image: usize) -> Result<Vec<u8>,
 
 #[test]
 fn build_then_read_back_everything() {
+    for alg in ALGS {
+        build_then_read_back_everything_with(alg);
+    }
+}
+
+fn build_then_read_back_everything_with(alg: ChunkHash) {
     let fx = Fixture::new();
     let k1 = key(1);
     for compression in [Compression::None, Compression::Zstd] {
-        let bytes = fx.build("b.fsb", &options(compression), std::slice::from_ref(&k1));
+        let bytes = fx.build(
+            "b.fsb",
+            &options_alg(compression, alg),
+            std::slice::from_ref(&k1),
+        );
         let mut b = open(&bytes, &keyring(&[&k1]), 1).unwrap();
         assert!(b.is_verified());
         assert_eq!(
@@ -141,6 +159,8 @@ fn build_then_read_back_everything() {
             vec![key_id(&k1.verifying_key())]
         );
         let m = b.manifest().clone();
+        assert_eq!(m.chunk_hash(), alg);
+        assert_eq!(m.format, alg.manifest_format());
         assert_eq!(m.compatible, "acme-box");
         assert_eq!(m.version, semver::Version::new(1, 2, 3));
         assert_eq!(m.build_time, BUILD_TIME);
@@ -159,9 +179,13 @@ fn build_then_read_back_everything() {
                 let n = b.read_chunk(i, c, &mut scratch, &mut buf).unwrap();
                 let start = c * CHUNK as usize;
                 assert_eq!(&buf[..n], &input[start..start + n], "{class} chunk {c}");
-                if compression == Compression::Zstd {
-                    assert!(img.chunks[c].stored_sha256.is_some());
-                }
+                let ch = &img.chunks[c];
+                assert_eq!(ch.hash_hex().map(|(a, _)| a), Some(alg));
+                let stored = match alg {
+                    ChunkHash::Sha256 => ch.stored_sha256.is_some(),
+                    ChunkHash::Blake3 => ch.stored_blake3.is_some(),
+                };
+                assert_eq!(stored, compression == Compression::Zstd);
             }
             // The whole image as a stream.
             assert_eq!(&stream_all(&mut b, i).unwrap(), input, "{class}");
@@ -220,13 +244,19 @@ fn builds_are_reproducible() {
 
 #[test]
 fn every_bit_flip_before_the_payload_is_rejected() {
+    for alg in ALGS {
+        every_bit_flip_before_the_payload_is_rejected_with(alg);
+    }
+}
+
+fn every_bit_flip_before_the_payload_is_rejected_with(alg: ChunkHash) {
     // One small image keeps the manifest short: each flip in it costs a signature check.
     let fx = Fixture::with(vec![("rootfs".to_string(), data(3, 150 * 1024 + 5))]);
     let k1 = key(1);
     let ring = keyring(&[&k1]);
     let bytes = fx.build(
         "b.fsb",
-        &options(Compression::Zstd),
+        &options_alg(Compression::Zstd, alg),
         std::slice::from_ref(&k1),
     );
     let end = payload_offset(&bytes);
@@ -248,11 +278,21 @@ fn every_bit_flip_before_the_payload_is_rejected() {
 
 #[test]
 fn a_payload_bit_flip_is_caught_at_its_chunk() {
+    for alg in ALGS {
+        a_payload_bit_flip_is_caught_at_its_chunk_with(alg);
+    }
+}
+
+fn a_payload_bit_flip_is_caught_at_its_chunk_with(alg: ChunkHash) {
     let fx = Fixture::new();
     let k1 = key(1);
     let ring = keyring(&[&k1]);
     for compression in [Compression::None, Compression::Zstd] {
-        let mut bytes = fx.build("b.fsb", &options(compression), std::slice::from_ref(&k1));
+        let mut bytes = fx.build(
+            "b.fsb",
+            &options_alg(compression, alg),
+            std::slice::from_ref(&k1),
+        );
         let p = payload_offset(&bytes);
         let chunk = open(&bytes, &ring, 1).unwrap().manifest().images[0].chunks[2].clone();
         let at = p + chunk.offset as usize + chunk.stored_size as usize / 2;
@@ -314,12 +354,18 @@ fn a_block_index_bit_flip_is_caught() {
 
 #[test]
 fn truncated_bundles_are_rejected() {
+    for alg in ALGS {
+        truncated_bundles_are_rejected_with(alg);
+    }
+}
+
+fn truncated_bundles_are_rejected_with(alg: ChunkHash) {
     let fx = Fixture::new();
     let k1 = key(1);
     let ring = keyring(&[&k1]);
     let bytes = fx.build(
         "b.fsb",
-        &options(Compression::Zstd),
+        &options_alg(Compression::Zstd, alg),
         std::slice::from_ref(&k1),
     );
     let p = payload_offset(&bytes);
@@ -629,4 +675,85 @@ fn huge_length_fields_fail_without_allocating() {
             );
         }
     }
+}
+
+/// Re-signs `bytes` (a bundle signed by `k`) with its manifest JSON changed by `edit`.
+fn with_edited_manifest(
+    bytes: &[u8],
+    k: &SigningKey,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
+    let b = Bundle::open_unverified(MemSource(bytes.to_vec())).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(b.manifest_bytes()).unwrap();
+    edit(&mut v);
+    let manifest = serde_json::to_vec_pretty(&v).unwrap();
+    let sigs = builder::sign_manifest(&manifest, std::slice::from_ref(k));
+    let mut out = builder::encode_head(&manifest, &sigs);
+    out.extend_from_slice(&bytes[payload_offset(bytes)..]);
+    out
+}
+
+#[test]
+fn a_signed_manifest_that_mixes_chunk_hashes_or_names_an_unknown_one_is_refused() {
+    let fx = Fixture::new();
+    let k1 = key(1);
+    let ring = keyring(&[&k1]);
+    let bytes = fx.build(
+        "b.fsb",
+        &options_alg(Compression::None, ChunkHash::Blake3),
+        std::slice::from_ref(&k1),
+    );
+    // The re-signing itself is sound: an unchanged manifest opens.
+    assert!(open(&with_edited_manifest(&bytes, &k1, |_| {}), &ring, 1).is_ok());
+    let sha = "00".repeat(32);
+    type Edit<'a> = Box<dyn FnOnce(&mut serde_json::Value) + 'a>;
+    let cases: Vec<(&str, Edit<'_>, &str)> = vec![
+        (
+            "a sha256 chunk hash beside the blake3 ones",
+            Box::new(|v| v["images"][0]["chunks"][1]["sha256"] = sha.clone().into()),
+            "has a sha256 hash, but the manifest's chunk hash is blake3",
+        ),
+        (
+            "format 2 naming an unknown chunk hash",
+            Box::new(|v| v["chunk_hash"] = "md5".into()),
+            "md5",
+        ),
+        (
+            "format 1 with blake3 chunk hashes",
+            Box::new(|v| {
+                v["format"] = 1.into();
+                v.as_object_mut().unwrap().remove("chunk_hash");
+            }),
+            "has a blake3 hash, but the manifest's chunk hash is sha256",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let tampered = with_edited_manifest(&bytes, &k1, edit);
+        let e = open(&tampered, &ring, 1).expect_err(name);
+        let mut chain = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(c) = src {
+            chain.push_str(&format!(": {c}"));
+            src = c.source();
+        }
+        assert!(chain.contains(want), "{name}: {chain}");
+    }
+}
+
+#[test]
+fn a_sha256_build_is_a_format_1_bundle_older_readers_know() {
+    let fx = Fixture::new();
+    let k1 = key(1);
+    let bytes = fx.build(
+        "b.fsb",
+        &options_alg(Compression::Zstd, ChunkHash::Sha256),
+        std::slice::from_ref(&k1),
+    );
+    let b = open(&bytes, &keyring(&[&k1]), 1).unwrap();
+    let text = std::str::from_utf8(b.manifest_bytes()).unwrap();
+    assert!(text.contains("\"format\": 1"), "{text}");
+    assert!(
+        !text.contains("chunk_hash") && !text.contains("blake3"),
+        "{text}"
+    );
 }

@@ -11,7 +11,7 @@ use clap::ArgMatches;
 use flipslot_cli_support::progress::{format_bytes, ProgressMode, Reporter};
 use flipslot_format::builder::{self, BuildOptions, ImageInput};
 use flipslot_format::keys;
-use flipslot_format::manifest::Compression;
+use flipslot_format::manifest::{ChunkHash, Compression};
 use std::path::{Path, PathBuf};
 
 /// Chunk compression, as named on the command line.
@@ -21,6 +21,15 @@ enum CompressionArg {
     None,
     /// Each chunk compressed on its own with zstd
     Zstd,
+}
+
+/// The chunk hash, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ChunkHashArg {
+    /// BLAKE3 (manifest format 2): several times faster to verify on the device
+    Blake3,
+    /// SHA-256 (manifest format 1): installable by every flipslot release
+    Sha256,
 }
 
 /// Filesystem type for `--dir`, as named on the command line.
@@ -80,7 +89,7 @@ pub(super) const LONG_ABOUT: &str = "Build a bundle.\n\n\
     With --json, standard output carries JSON lines: progress events \
     {\"v\":1,\"event\":\"progress\",\"phase\":\"scan\"|\"write\",\"done\":N,\"total\":N} and a final \
     {\"v\":1,\"event\":\"done\",\"bundle\":PATH,\"compatible\":S,\"version\":S,\"build_time\":N,\
-    \"manifest_sha256\":HEX,\"size\":N,\"signatures\":[HEX],\"images\":[IMAGE]} where IMAGE is \
+    \"manifest_sha256\":HEX,\"manifest_format\":N,\"chunk_hash\":\"blake3\"|\"sha256\",\"size\":N,\"signatures\":[HEX],\"images\":[IMAGE]} where IMAGE is \
     {\"index\",\"class\",\"size\",\"sha256\",\"chunk_size\",\"chunks\",\"compression\",\
     \"stored_size\",\"block_index\"} as in `info --json`.";
 
@@ -109,6 +118,10 @@ pub struct BuildArgs {
     /// How chunks are stored
     #[arg(long, value_enum, value_name = "KIND", default_value_t = CompressionArg::None)]
     compression: CompressionArg,
+    /// The hash every chunk is checked with on the device: blake3 (manifest format 2) or
+    /// sha256 (format 1, for devices running a flipslot release older than format 2)
+    #[arg(long, value_enum, value_name = "ALG", default_value_t = ChunkHashArg::Blake3)]
+    chunk_hash: ChunkHashArg,
     /// zstd compression level (with --compression zstd)
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(1..=22))]
@@ -241,6 +254,10 @@ pub fn run(args: &BuildArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         },
         zstd_level: args.zstd_level,
         block_index: args.block_index,
+        chunk_hash: match args.chunk_hash {
+            ChunkHashArg::Blake3 => ChunkHash::Blake3,
+            ChunkHashArg::Sha256 => ChunkHash::Sha256,
+        },
     };
     let mut reporter = Reporter::new(if args.json {
         ProgressMode::Json
@@ -278,6 +295,8 @@ pub fn run(args: &BuildArgs, matches: &ArgMatches) -> anyhow::Result<()> {
                 "version": m.version.to_string(),
                 "build_time": m.build_time,
                 "manifest_sha256": summary.manifest_sha256.to_hex(),
+                "manifest_format": summary.manifest.format,
+                "chunk_hash": summary.manifest.chunk_hash().name(),
                 "size": summary.bundle_len,
                 "signatures": key_ids.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                 "images": images,

@@ -17,7 +17,8 @@ pub(super) const LONG_ABOUT: &str =
     use `verify` to check every chunk.\n\n\
     With --json, prints one JSON object: {\"v\":1, \"bundle\":PATH, \"verified\":BOOL, \
     \"compatible\":S, \"version\":S, \"build_time\":SECONDS, \"build_time_rfc3339\":S, \
-    \"description\":S|null, \"manifest_sha256\":HEX, \"manifest_size\":N, \
+    \"description\":S|null, \"manifest_sha256\":HEX, \"manifest_format\":1|2, \
+    \"chunk_hash\":\"blake3\"|\"sha256\", \"manifest_size\":N, \
     \"payload_offset\":N, \"payload_size\":N, \"size\":N, \
     \"signatures\":[{\"key_id\":HEX, \"status\":\"trusted\"|\"untrusted\"|\"unverified\"}], \
     \"images\":[{\"index\":N, \"class\":S, \"size\":N, \"sha256\":HEX, \"chunk_size\":N, \
@@ -143,6 +144,8 @@ fn to_json(path: &std::path::Path, bundle: &Bundle<FileSource>) -> serde_json::V
         "build_time_rfc3339": flipslot_format::timefmt::rfc3339(m.build_time),
         "description": m.description,
         "manifest_sha256": bundle.manifest_sha256().to_hex(),
+        "manifest_format": bundle.manifest().format,
+        "chunk_hash": bundle.manifest().chunk_hash().name(),
         "manifest_size": bundle.manifest_bytes().len(),
         "payload_offset": bundle.payload_offset(),
         "payload_size": m.payload_size,
@@ -167,6 +170,10 @@ fn to_text(path: &std::path::Path, bundle: &Bundle<FileSource>) -> String {
         line("description:", d.clone());
     }
     line("manifest sha256:", bundle.manifest_sha256().to_hex());
+    line(
+        "chunk hash:",
+        format!("{} (manifest format {})", m.chunk_hash(), m.format),
+    );
     line(
         "size:",
         format!(

@@ -1,12 +1,13 @@
 //! Installing a flipslot bundle (`.fsb`): [`install`] verifies it and hands a
 //! `FlipslotWriter` to the shared install steps. The writer runs the two data paths, each
 //! a pipeline of threads over a small pool of aligned buffers: bundle → slot (a reader
-//! thread reads chunks, two threads check their hashes, the caller's thread writes them in
-//! order) and slot → check ([`crate::install::readback`], each chunk against its signed
-//! hash). Memory is at most four chunk buffers, whatever the image size.
+//! thread reads chunks as stored, two threads check them against the manifest's chunk hash
+//! and decompress zstd chunks, the caller's thread writes them in order) and slot → check
+//! ([`crate::install::readback`], each chunk against its signed hash). Memory is three or
+//! four chunk buffers (plus their stored bytes when compressed), whatever the image size.
 
 use crate::install::plan::Target;
-use crate::install::pool::{buffer_pool, write_chunk};
+use crate::install::pool::{pool, write_chunk};
 use crate::install::readback::verify_chunks;
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
@@ -15,7 +16,7 @@ use crate::install::{
 use crate::slot::device::{AlignedBuf, SlotDevice};
 use anyhow::{anyhow, bail, Context, Result};
 use flipslot_format::manifest::{ChunkHash, Compression, Image};
-use flipslot_format::reader::check_chunk;
+use flipslot_format::reader::{check_chunk, decode_chunk};
 use flipslot_format::source::ByteSource;
 use flipslot_format::{Bundle, Keyring, VerifyPolicy};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,31 +115,53 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
     }
 }
 
-/// Buffers in flight while writing: one being read, two being checked, one being written.
-const WRITE_POOL: usize = 4;
+/// Threads checking (and, for compressed images, decompressing) chunks.
+const CHECKERS: usize = 2;
 
-/// A chunk on its way from the bundle to the slot.
+/// Chunks in flight while writing. Three (one being read, one being checked, one being
+/// written) keep a BLAKE3 pipeline busy: checking a chunk takes a fraction of writing it.
+/// SHA-256 (format 1) and zstd images keep a fourth so both checkers can work at once.
+fn units_in_flight(alg: ChunkHash, compression: Compression) -> usize {
+    match (alg, compression) {
+        (ChunkHash::Blake3, Compression::None) => 3,
+        _ => 4,
+    }
+}
+
+/// One chunk's buffers: the aligned buffer that is written to the slot and, for compressed
+/// images, the stored bytes it is decompressed from (grown to the largest stored chunk).
+struct Unit {
+    buf: AlignedBuf,
+    stored: Vec<u8>,
+}
+
+/// A chunk on its way from the bundle to the slot: read but not yet checked.
 struct Pending {
     index: usize,
-    buf: AlignedBuf,
+    unit: Unit,
+}
+
+/// A chunk checked against the signed manifest, ready to be written.
+struct Checked {
+    index: usize,
+    unit: Unit,
     len: usize,
-    /// Whether its hash still has to be checked (uncompressed chunks are checked by the
-    /// hashing threads; compressed ones were checked before they were decompressed).
-    unchecked: bool,
 }
 
 /// Writes image `image` of `bundle` to `dev` from offset 0, every chunk verified before it
-/// is written. A reader thread reads chunks, two threads check their hashes, and this
-/// thread writes them in order, so hashing is not limited to one core. The last chunk is
-/// padded with zeros to a 4 KiB boundary when the device has room, so every write can use
-/// direct I/O. Reports bytes written.
+/// is written. A reader thread reads chunks as stored (no hashing, no decompression), two
+/// threads check them against the signed manifest (compressed ones: stored hash, then
+/// decompression, then the hash of the result), and this thread writes them in order, so
+/// neither hashing nor decompression is limited to one core. The last chunk is padded with
+/// zeros to a 4 KiB boundary when the device has room, so every write can use direct I/O.
+/// Memory is a few chunk buffers ([`units_in_flight`]), whatever the image size. Reports
+/// bytes written.
 pub fn write_image<S: ByteSource + Send>(
     bundle: &mut Bundle<S>,
     image: usize,
     dev: &mut dyn SlotDevice,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
-    const HASHERS: usize = 2;
     let img = bundle
         .manifest()
         .images
@@ -149,9 +172,13 @@ pub fn write_image<S: ByteSource + Send>(
     let alg = bundle.manifest().chunk_hash();
     let total = img.size;
     let dev_size = dev.size();
-    let (read_tx, read_rx) = sync_channel::<Result<Pending>>(WRITE_POOL);
-    let (free_tx, free_rx) = buffer_pool(WRITE_POOL, img.chunk_size as usize);
-    let (checked_tx, checked_rx) = channel::<Result<Pending>>();
+    let units = units_in_flight(alg, img.compression);
+    let (read_tx, read_rx) = sync_channel::<Result<Pending>>(units);
+    let (free_tx, free_rx) = pool(units, || Unit {
+        buf: AlignedBuf::new(img.chunk_size as usize),
+        stored: Vec::new(),
+    });
+    let (checked_tx, checked_rx) = channel::<Result<Checked>>();
     let read_rx = Mutex::new(read_rx);
     let stop = AtomicBool::new(false);
     let img = &img;
@@ -159,28 +186,20 @@ pub fn write_image<S: ByteSource + Send>(
         let stop = &stop;
         let read_rx = &read_rx;
         s.spawn(move || {
-            let mut scratch = Vec::new();
             for index in 0..img.chunks.len() {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let Ok(mut buf) = free_rx.recv() else { return };
+                let Ok(mut unit) = free_rx.recv() else { return };
                 let read = match img.compression {
                     Compression::None => bundle
-                        .read_chunk_unchecked(image, index, buf.as_mut_slice())
-                        .map(|len| (len, true)),
-                    Compression::Zstd => bundle
-                        .read_chunk(image, index, &mut scratch, buf.as_mut_slice())
-                        .map(|len| (len, false)),
+                        .read_chunk_unchecked(image, index, unit.buf.as_mut_slice())
+                        .map(drop),
+                    Compression::Zstd => bundle.read_stored(image, index, &mut unit.stored),
                 };
                 let msg = read
                     .map_err(anyhow::Error::from)
-                    .map(|(len, unchecked)| Pending {
-                        index,
-                        buf,
-                        len,
-                        unchecked,
-                    });
+                    .map(|()| Pending { index, unit });
                 let failed = msg.is_err();
                 if read_tx.send(msg).is_err() || failed {
                     stop.store(true, Ordering::Relaxed);
@@ -188,7 +207,7 @@ pub fn write_image<S: ByteSource + Send>(
                 }
             }
         });
-        for _ in 0..HASHERS {
+        for _ in 0..CHECKERS {
             let checked_tx = checked_tx.clone();
             s.spawn(move || loop {
                 // The lock is held only while waiting for the next chunk.
@@ -198,11 +217,25 @@ pub fn write_image<S: ByteSource + Send>(
                 };
                 let Ok(msg) = msg else { return };
                 let msg = msg.and_then(|p| {
-                    if p.unchecked {
-                        let data = &p.buf.as_slice()[..p.len];
-                        check_chunk(alg, img, image, p.index, payload_offset, data)?;
-                    }
-                    Ok(p)
+                    let Pending { index, mut unit } = p;
+                    let len = match img.compression {
+                        Compression::None => {
+                            let len = img.chunk_len(index) as usize;
+                            let data = &unit.buf.as_slice()[..len];
+                            check_chunk(alg, img, image, index, payload_offset, data)?;
+                            len
+                        }
+                        Compression::Zstd => decode_chunk(
+                            alg,
+                            img,
+                            image,
+                            index,
+                            payload_offset,
+                            &unit.stored,
+                            unit.buf.as_mut_slice(),
+                        )?,
+                    };
+                    Ok(Checked { index, unit, len })
                 });
                 checked_tx.send(msg).ok();
             });
@@ -225,13 +258,13 @@ pub fn write_image<S: ByteSource + Send>(
                 }
             };
             if first_err.is_some() {
-                free_tx.send(p.buf).ok();
+                free_tx.send(p.unit).ok();
                 continue;
             }
             waiting.insert(p.index, p);
             while let Some(p) = waiting.remove(&next) {
-                let written = write_chunk(dev, dev_size, pos, &p.buf, p.len);
-                free_tx.send(p.buf).ok();
+                let written = write_chunk(dev, dev_size, pos, &p.unit.buf, p.len);
+                free_tx.send(p.unit).ok();
                 if let Err(e) = written {
                     stop.store(true, Ordering::Relaxed);
                     first_err = Some(e);
@@ -246,7 +279,7 @@ pub fn write_image<S: ByteSource + Send>(
             }
             if first_err.is_some() {
                 for (_, p) in std::mem::take(&mut waiting) {
-                    free_tx.send(p.buf).ok();
+                    free_tx.send(p.unit).ok();
                 }
             }
         }
@@ -340,5 +373,24 @@ mod tests {
             err.contains("chunk 2") && err.contains("offset 131072"),
             "{err}"
         );
+
+        // A flipped byte in chunk 2's stored (compressed) bytes: found by a checker before
+        // the chunk is decompressed; nothing from chunk 2 on reaches the slot.
+        let mut bytes = std::fs::read(dir.path().join("b.fsb")).unwrap();
+        let c = &img.chunks[2];
+        let at = bundle.payload_offset() + c.offset + c.stored_size / 2;
+        bytes[at as usize] ^= 0x20;
+        std::fs::write(dir.path().join("bad.fsb"), &bytes).unwrap();
+        let src = FileSource::open(&dir.path().join("bad.fsb")).unwrap();
+        let mut bad = Bundle::open(src, &ring, &VerifyPolicy::default()).unwrap();
+        let mut dev = MemDevice::new(300_000, 0xee);
+        let err = write_image(&mut bad, 0, &mut dev, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chunk 2") && err.contains(&format!("{alg} mismatch")),
+            "{err}"
+        );
+        assert!(dev.data[2 * 65536..].iter().all(|&b| b == 0xee));
     }
 }

@@ -8,15 +8,21 @@ use anyhow::{Context, Result};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// `count` buffers of `len` bytes: the sender returns a buffer to the pool, the receiver
-/// waits for a free one. Nothing else allocates buffers in a pipeline.
+/// waits for a free one.
 pub(crate) fn buffer_pool(
     count: usize,
     len: usize,
 ) -> (SyncSender<AlignedBuf>, Receiver<AlignedBuf>) {
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(count);
+    pool(count, || AlignedBuf::new(len))
+}
+
+/// `count` items made by `make` (a pipeline's buffers): the sender returns one to the
+/// pool, the receiver waits for a free one. Nothing else allocates buffers in a pipeline.
+pub(crate) fn pool<T>(count: usize, mut make: impl FnMut() -> T) -> (SyncSender<T>, Receiver<T>) {
+    let (free_tx, free_rx) = sync_channel::<T>(count);
     for _ in 0..count {
-        // Cannot fail: the channel holds `count` buffers and its receiver is alive.
-        free_tx.send(AlignedBuf::new(len)).ok();
+        // Cannot fail: the channel holds `count` items and its receiver is alive.
+        free_tx.send(make()).ok();
     }
     (free_tx, free_rx)
 }

@@ -186,6 +186,52 @@ pub fn check_chunk(
     Ok(())
 }
 
+/// Checks the stored bytes of compressed chunk `chunk` of image number `image` (`img`)
+/// against the signed manifest (hash `alg`) BEFORE decompressing them, decompresses them
+/// into `out` (at least the chunk's length) and checks the result's length and hash.
+/// Returns the chunk's length. `payload_offset` only names the offset in errors.
+pub fn decode_chunk(
+    alg: ChunkHash,
+    img: &Image,
+    image: usize,
+    chunk: usize,
+    payload_offset: u64,
+    stored: &[u8],
+    out: &mut [u8],
+) -> Result<usize, BundleError> {
+    let c = img.chunks.get(chunk).ok_or_else(|| {
+        BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
+    })?;
+    let raw_len = img.chunk_len(chunk) as usize;
+    if out.len() < raw_len {
+        return Err(BundleError::Build(format!(
+            "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
+            out.len()
+        )));
+    }
+    let hash_err = || BundleError::ChunkHash {
+        alg,
+        image,
+        class: img.class.clone(),
+        chunk,
+        offset: payload_offset + c.offset,
+    };
+    if stored.len() as u64 != c.stored_size || !c.stored_matches(alg, stored) {
+        return Err(hash_err());
+    }
+    let n = zstd::bulk::decompress_to_buffer(stored, &mut out[..raw_len]).map_err(|e| {
+        BundleError::Decompress {
+            image,
+            chunk,
+            reason: e.to_string(),
+        }
+    })?;
+    if n != raw_len || !c.matches(alg, &out[..raw_len]) {
+        return Err(hash_err());
+    }
+    Ok(raw_len)
+}
+
 impl<S: ByteSource> Bundle<S> {
     /// Opens a bundle and verifies it: header, then signatures against `keyring`, then the
     /// manifest is parsed and validated, then the total length is checked (when known).
@@ -319,7 +365,6 @@ impl<S: ByteSource> Bundle<S> {
         let abs = payload_offset + c.offset;
         let class = img.class.clone();
         let compression = img.compression;
-        let stored_size = c.stored_size;
         let want = c.clone();
         if out.len() < raw_len {
             return Err(BundleError::Build(format!(
@@ -343,22 +388,9 @@ impl<S: ByteSource> Bundle<S> {
                 }
             }
             Compression::Zstd => {
-                // stored_size is bounded by zstd_bound(chunk_size) in Manifest::validate.
-                scratch.resize(stored_size as usize, 0);
-                read_at(&mut self.source, abs, scratch, &what)?;
-                if !want.stored_matches(alg, scratch) {
-                    return Err(hash_err());
-                }
-                let n = zstd::bulk::decompress_to_buffer(scratch, &mut out[..raw_len]).map_err(
-                    |e| BundleError::Decompress {
-                        image,
-                        chunk,
-                        reason: e.to_string(),
-                    },
-                )?;
-                if n != raw_len || !want.matches(alg, &out[..raw_len]) {
-                    return Err(hash_err());
-                }
+                self.read_stored(image, chunk, scratch)?;
+                let img = self.image(image)?;
+                return decode_chunk(alg, img, image, chunk, payload_offset, scratch, out);
             }
         }
         Ok(raw_len)
@@ -395,6 +427,37 @@ impl<S: ByteSource> Bundle<S> {
         let what = format!("image {image} chunk {chunk}");
         read_at(&mut self.source, abs, &mut out[..raw_len], &what)?;
         Ok(raw_len)
+    }
+
+    /// Reads the stored (compressed) bytes of chunk `chunk` of a COMPRESSED image into
+    /// `scratch` (resized to them) WITHOUT checking them, so that checking and decompressing
+    /// can run on another thread: the caller must pass them through [`decode_chunk`]
+    /// before using anything decompressed from them.
+    pub fn read_stored(
+        &mut self,
+        image: usize,
+        chunk: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), BundleError> {
+        let payload_offset = self.payload_offset();
+        let img = self.image(image)?;
+        if img.compression == Compression::None {
+            return Err(BundleError::InvalidManifest(format!(
+                "image {image} is not compressed: read its chunks with read_chunk_unchecked"
+            )));
+        }
+        let c = img.chunks.get(chunk).ok_or_else(|| {
+            BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
+        })?;
+        let abs = payload_offset + c.offset;
+        // stored_size is bounded by zstd_bound(chunk_size) in Manifest::validate.
+        scratch.resize(c.stored_size as usize, 0);
+        read_at(
+            &mut self.source,
+            abs,
+            scratch,
+            &format!("image {image} chunk {chunk}"),
+        )
     }
 
     /// Reads and checks the block index of an image, if it has one.

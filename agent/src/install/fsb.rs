@@ -119,12 +119,13 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
 const CHECKERS: usize = 2;
 
 /// Chunks in flight while writing. Three (one being read, one being checked, one being
-/// written) keep a BLAKE3 pipeline busy: checking a chunk takes a fraction of writing it.
-/// SHA-256 (format 1) and zstd images keep a fourth so both checkers can work at once.
-fn units_in_flight(alg: ChunkHash, compression: Compression) -> usize {
-    match (alg, compression) {
-        (ChunkHash::Blake3, Compression::None) => 3,
-        _ => 4,
+/// written) keep a BLAKE3 pipeline busy: checking a chunk takes a fraction of writing it,
+/// and a zstd chunk's decompression overlaps the next chunk's read and the last one's
+/// write. SHA-256 (format 1) images keep a fourth so both checkers can hash at once.
+fn units_in_flight(alg: ChunkHash, _compression: Compression) -> usize {
+    match alg {
+        ChunkHash::Blake3 => 3,
+        ChunkHash::Sha256 => 4,
     }
 }
 

@@ -20,8 +20,8 @@ use flipslot_format::reader::{check_chunk, decode_chunk};
 use flipslot_format::source::ByteSource;
 use flipslot_format::{Bundle, Keyring, VerifyPolicy};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel};
-use std::sync::Mutex;
+use std::sync::mpsc::{channel, sync_channel, Receiver};
+use std::sync::{Condvar, Mutex};
 
 /// Installs the flipslot bundle read from `source`, verified against `keyring`. On
 /// error nothing about the booted slot or the bootloader's primary slot has changed; a
@@ -129,24 +129,48 @@ fn units_in_flight(alg: ChunkHash, _compression: Compression) -> usize {
     }
 }
 
-/// One chunk's buffers: the aligned buffer that is written to the slot and, for compressed
-/// images, the stored bytes it is decompressed from (grown to the largest stored chunk).
-struct Unit {
-    buf: AlignedBuf,
-    stored: Vec<u8>,
+/// Stored (compressed) chunks in flight: one being read, one being decompressed.
+const STORED_IN_FLIGHT: usize = 2;
+
+/// A chunk as read from the bundle: its bytes straight in the aligned buffer that will be
+/// written (uncompressed images), or its stored bytes (compressed images).
+enum Data {
+    Raw(AlignedBuf),
+    Stored(Vec<u8>),
 }
 
 /// A chunk on its way from the bundle to the slot: read but not yet checked.
 struct Pending {
     index: usize,
-    unit: Unit,
+    data: Data,
 }
 
 /// A chunk checked against the signed manifest, ready to be written.
 struct Checked {
     index: usize,
-    unit: Unit,
+    buf: AlignedBuf,
     len: usize,
+}
+
+/// Hands out the aligned buffers to the checkers of a compressed image in chunk order, so
+/// that later chunks can never hold every buffer while the next one to be written waits.
+struct InOrder {
+    turn: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl InOrder {
+    /// Waits until it is chunk `index`'s turn, then takes a buffer from `free`.
+    fn take(&self, index: usize, free: &Mutex<Receiver<AlignedBuf>>) -> Option<AlignedBuf> {
+        let mut turn = self.turn.lock().ok()?;
+        while *turn != index {
+            turn = self.cv.wait(turn).ok()?;
+        }
+        let buf = free.lock().ok()?.recv().ok();
+        *turn += 1;
+        self.cv.notify_all();
+        buf
+    }
 }
 
 /// Writes image `image` of `bundle` to `dev` from offset 0, every chunk verified before it
@@ -155,8 +179,8 @@ struct Checked {
 /// decompression, then the hash of the result), and this thread writes them in order, so
 /// neither hashing nor decompression is limited to one core. The last chunk is padded with
 /// zeros to a 4 KiB boundary when the device has room, so every write can use direct I/O.
-/// Memory is a few chunk buffers ([`units_in_flight`]), whatever the image size. Reports
-/// bytes written.
+/// Memory is a few chunk buffers ([`units_in_flight`], plus [`STORED_IN_FLIGHT`] stored
+/// chunks when compressed), whatever the image size. Reports bytes written.
 pub fn write_image<S: ByteSource + Send>(
     bundle: &mut Bundle<S>,
     image: usize,
@@ -175,10 +199,13 @@ pub fn write_image<S: ByteSource + Send>(
     let dev_size = dev.size();
     let units = units_in_flight(alg, img.compression);
     let (read_tx, read_rx) = sync_channel::<Result<Pending>>(units);
-    let (free_tx, free_rx) = pool(units, || Unit {
-        buf: AlignedBuf::new(img.chunk_size as usize),
-        stored: Vec::new(),
-    });
+    let (free_tx, free_rx) = pool(units, || AlignedBuf::new(img.chunk_size as usize));
+    let (stored_tx, stored_rx) = pool(STORED_IN_FLIGHT, Vec::new);
+    let free_rx = Mutex::new(free_rx);
+    let in_order = InOrder {
+        turn: Mutex::new(0),
+        cv: Condvar::new(),
+    };
     let (checked_tx, checked_rx) = channel::<Result<Checked>>();
     let read_rx = Mutex::new(read_rx);
     let stop = AtomicBool::new(false);
@@ -186,21 +213,33 @@ pub fn write_image<S: ByteSource + Send>(
     std::thread::scope(|s| {
         let stop = &stop;
         let read_rx = &read_rx;
+        let free_rx = &free_rx;
+        let in_order = &in_order;
         s.spawn(move || {
             for index in 0..img.chunks.len() {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let Ok(mut unit) = free_rx.recv() else { return };
                 let read = match img.compression {
-                    Compression::None => bundle
-                        .read_chunk_unchecked(image, index, unit.buf.as_mut_slice())
-                        .map(drop),
-                    Compression::Zstd => bundle.read_stored(image, index, &mut unit.stored),
+                    Compression::None => {
+                        let next = free_rx.lock().ok().and_then(|rx| rx.recv().ok());
+                        let Some(mut buf) = next else { return };
+                        bundle
+                            .read_chunk_unchecked(image, index, buf.as_mut_slice())
+                            .map(|_| Data::Raw(buf))
+                    }
+                    Compression::Zstd => {
+                        let Ok(mut stored) = stored_rx.recv() else {
+                            return;
+                        };
+                        bundle
+                            .read_stored(image, index, &mut stored)
+                            .map(|()| Data::Stored(stored))
+                    }
                 };
                 let msg = read
                     .map_err(anyhow::Error::from)
-                    .map(|()| Pending { index, unit });
+                    .map(|data| Pending { index, data });
                 let failed = msg.is_err();
                 if read_tx.send(msg).is_err() || failed {
                     stop.store(true, Ordering::Relaxed);
@@ -210,6 +249,8 @@ pub fn write_image<S: ByteSource + Send>(
         });
         for _ in 0..CHECKERS {
             let checked_tx = checked_tx.clone();
+            let free_tx = free_tx.clone();
+            let stored_tx = stored_tx.clone();
             s.spawn(move || loop {
                 // The lock is held only while waiting for the next chunk.
                 let msg = match read_rx.lock() {
@@ -217,30 +258,53 @@ pub fn write_image<S: ByteSource + Send>(
                     Err(_) => return,
                 };
                 let Ok(msg) = msg else { return };
-                let msg = msg.and_then(|p| {
-                    let Pending { index, mut unit } = p;
-                    let len = match img.compression {
-                        Compression::None => {
-                            let len = img.chunk_len(index) as usize;
-                            let data = &unit.buf.as_slice()[..len];
-                            check_chunk(alg, img, image, index, payload_offset, data)?;
-                            len
-                        }
-                        Compression::Zstd => decode_chunk(
+                let msg = msg.and_then(|Pending { index, data }| match data {
+                    Data::Raw(buf) => {
+                        let len = img.chunk_len(index) as usize;
+                        let checked = check_chunk(
                             alg,
                             img,
                             image,
                             index,
                             payload_offset,
-                            &unit.stored,
-                            unit.buf.as_mut_slice(),
-                        )?,
-                    };
-                    Ok(Checked { index, unit, len })
+                            &buf.as_slice()[..len],
+                        );
+                        match checked {
+                            Ok(()) => Ok(Checked { index, buf, len }),
+                            Err(e) => {
+                                free_tx.send(buf).ok();
+                                Err(e.into())
+                            }
+                        }
+                    }
+                    Data::Stored(stored) => {
+                        let Some(mut buf) = in_order.take(index, free_rx) else {
+                            return Err(anyhow!("the install pipeline stopped"));
+                        };
+                        let decoded = decode_chunk(
+                            alg,
+                            img,
+                            image,
+                            index,
+                            payload_offset,
+                            &stored,
+                            buf.as_mut_slice(),
+                        );
+                        // Never blocks: the pool holds at most STORED_IN_FLIGHT buffers.
+                        stored_tx.send(stored).ok();
+                        match decoded {
+                            Ok(len) => Ok(Checked { index, buf, len }),
+                            Err(e) => {
+                                free_tx.send(buf).ok();
+                                Err(e.into())
+                            }
+                        }
+                    }
                 });
                 checked_tx.send(msg).ok();
             });
         }
+        drop(stored_tx);
         drop(checked_tx);
 
         // Write in order; on the first error stop the others, but keep returning buffers
@@ -259,13 +323,13 @@ pub fn write_image<S: ByteSource + Send>(
                 }
             };
             if first_err.is_some() {
-                free_tx.send(p.unit).ok();
+                free_tx.send(p.buf).ok();
                 continue;
             }
             waiting.insert(p.index, p);
             while let Some(p) = waiting.remove(&next) {
-                let written = write_chunk(dev, dev_size, pos, &p.unit.buf, p.len);
-                free_tx.send(p.unit).ok();
+                let written = write_chunk(dev, dev_size, pos, &p.buf, p.len);
+                free_tx.send(p.buf).ok();
                 if let Err(e) = written {
                     stop.store(true, Ordering::Relaxed);
                     first_err = Some(e);
@@ -280,7 +344,7 @@ pub fn write_image<S: ByteSource + Send>(
             }
             if first_err.is_some() {
                 for (_, p) in std::mem::take(&mut waiting) {
-                    free_tx.send(p.unit).ok();
+                    free_tx.send(p.buf).ok();
                 }
             }
         }

@@ -118,14 +118,17 @@ impl<S: ByteSource + Send> ImageWriter for FlipslotWriter<'_, S> {
 /// Threads checking (and, for compressed images, decompressing) chunks.
 const CHECKERS: usize = 2;
 
-/// Chunks in flight while writing. Three (one being read, one being checked, one being
-/// written) keep a BLAKE3 pipeline busy: checking a chunk takes a fraction of writing it,
-/// and a zstd chunk's decompression overlaps the next chunk's read and the last one's
-/// write. SHA-256 (format 1) images keep a fourth so both checkers can hash at once.
-fn units_in_flight(alg: ChunkHash, _compression: Compression) -> usize {
-    match alg {
-        ChunkHash::Blake3 => 3,
-        ChunkHash::Sha256 => 4,
+/// Aligned chunk buffers in flight while writing. Three (one being read, one being checked,
+/// one being written) keep an uncompressed BLAKE3 pipeline busy: checking a chunk takes a
+/// fraction of writing it. SHA-256 (format 1) images keep a fourth so both checkers can
+/// hash at once. A zstd image reads into stored buffers of its own, so two suffice (one
+/// being decompressed into, one being written); this keeps its peak memory under that of
+/// an uncompressed install.
+fn units_in_flight(alg: ChunkHash, compression: Compression) -> usize {
+    match (alg, compression) {
+        (_, Compression::Zstd) => 2,
+        (ChunkHash::Blake3, Compression::None) => 3,
+        (ChunkHash::Sha256, Compression::None) => 4,
     }
 }
 

@@ -1,13 +1,15 @@
 # Shared set-up of the benchmark scripts (sourced, not run).
 # After bench_setup: $repo, $bin, $work, and a keyring, grubenv and cmdline in $work.
 # make_slots BYTES: two preallocated loop-device slots ($la, $lb) and $work/system.toml.
+# Every case is timed with /usr/bin/time, which also gives its peak RSS (for a pipeline,
+# that of its largest process).
 
 bench_setup() {
   cd "$(dirname "${BASH_SOURCE[1]}")/../.."
   repo=$(pwd)
   tests/deps.sh
-  cargo build --release --locked --quiet
-  bin="$repo/target/release"
+  cargo build --release --locked --quiet -p flipslot -p flipslot-image
+  bin="${CARGO_TARGET_DIR:-$repo/target}/release"
   work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/flipslot-bench.XXXXXX")
   loops=()
   cleanup_hooks=()
@@ -56,28 +58,47 @@ drop_slots() {
   rm -f "$work/slot-a.img" "$work/slot-b.img"
 }
 
-# report SIZE BYTES BASELINE-LABEL CASE...: prints one line per case from ${t[case]} and
-# ${rss[case]}, with the ratio to the first case.
+# report SIZE BYTES BASE CASE[:REF]...: one line per case (BASE first) from ${t[case]} and
+# ${rss[case]}: the median time, its ratio to BASE and, for CASE:REF, to REF as well.
 report() {
   local size=$1 bytes=$2 base_case=$3; shift 3
-  local base m ratio mibs r c
-  base=$(tr ' ' '\n' <<<"${t[$base_case]}" | grep . | median)
+  local base m ratio mibs r c ref vs
+  base=$(median_of "$base_case")
   for c in "$base_case" "$@"; do
-    m=$(tr ' ' '\n' <<<"${t[$c]}" | grep . | median)
-    ratio=$(echo "scale=3; $m / $base" | bc)
+    ref=""; [[ $c == *:* ]] && { ref=${c#*:}; c=${c%%:*}; }
+    m=$(median_of "$c")
+    ratio=$(printf '%.2f' "$(echo "scale=4; $m / $base" | bc)")
+    vs="-"
+    [[ -n $ref ]] && vs="$(printf '%.2f' "$(echo "scale=4; $m / $(median_of "$ref")" | bc)")x ${label[$ref]}"
     mibs=$(echo "scale=0; $bytes / 1048576 / $m" | bc)
     r="-"; [[ -n ${rss[$c]:-} ]] && r="$((rss[$c] / 1024)) MiB"
-    printf '%-6s %-26s %9.2f %9s %8s %10s\n' "$size" "${label[$c]}" "$m" "${ratio}x" "$mibs" "$r"
+    printf '%-6s %-28s %8.2f %8s %7s %9s  %s\n' "$size" "${label[$c]}" "$m" "${ratio}x" "$mibs" "$r" "$vs"
   done
+}
+
+# header BASE-LABEL: the column titles of report.
+header() {
+  printf '%-6s %-28s %8s %8s %7s %9s  %s\n' size case seconds "x $1" MiB/s "peak RSS" "ratio to its reference"
+}
+
+median_of() { tr ' ' '\n' <<<"${t[$1]}" | grep . | median; }
+
+# time_case CASE CMD...: one timed run of CMD (output discarded), appending its time to
+# ${t[CASE]} and keeping the largest peak RSS seen in ${rss[CASE]} (KiB).
+time_case() {
+  local c=$1 s e m; shift
+  s=$(now)
+  /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null
+  e=$(now)
+  t[$c]+="$(echo "$e - $s" | bc) "
+  m=$(tail -n1 "$work/rss")
+  ((m > ${rss[$c]:-0})) && rss[$c]=$m
+  return 0
 }
 
 # time_install CASE SOURCE [ARGS...]: one timed flipslot install, appending to ${t[CASE]}.
 time_install() {
-  local c=$1 src=$2 s e; shift 2
+  local c=$1 src=$2; shift 2
   rm -rf "$work/data"
-  s=$(now)
-  /usr/bin/time -f %M -o "$work/rss" "${fs[@]}" install --no-daemon "$@" "$src" >/dev/null
-  e=$(now)
-  t[$c]+="$(echo "$e - $s" | bc) "
-  rss[$c]=$(cat "$work/rss")
+  time_case "$c" "${fs[@]}" install --no-daemon "$@" "$src"
 }

@@ -12,11 +12,18 @@
 //! still needed, with exponential backoff and full jitter (`Retry-After` in seconds is
 //! honoured up to the cap), until `max_retries` consecutive attempts made no progress.
 //! Other 4xx answers and TLS errors are final.
+//!
+//! The requests are made by a [`Fetcher`]. [`HttpSource`] hands reads to a
+//! [`ReadAhead`]: its own thread with its own fetcher streams the bytes from the offset
+//! asked for towards the end, a few segments ahead of the caller, so the network keeps
+//! going while the caller hashes and writes. A read anywhere else (or a failure) stops that
+//! thread and starts another at the new offset.
 
 use super::backoff::{self, Jitter};
 use super::error::{chain, find_source, is_timeout, HttpError};
 use super::headers::{self, ContentRange, Validator};
 use super::options::{build_client, HttpOptions, RetryPolicy, StallPolicy};
+use super::readahead::ReadAhead;
 use flipslot_format::source::ByteSource;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
@@ -26,6 +33,7 @@ use reqwest::header::{
 use reqwest::{StatusCode, Url};
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// Bytes of an error response's body read to explain it.
@@ -69,8 +77,82 @@ struct Stream {
     stalled: Option<String>,
 }
 
-/// A bundle on an HTTP(S) server, read with range requests.
+/// A bundle on an HTTP(S) server, read with range requests through a read-ahead thread.
 pub struct HttpSource {
+    /// Used for the opening probe; each read-ahead thread gets a copy ([`Fetcher::fork`]).
+    fetcher: Fetcher,
+    /// The running read-ahead, if any.
+    ahead: Option<ReadAhead>,
+}
+
+impl fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("url", &self.fetcher.shown)
+            .field("total", &self.fetcher.total)
+            .field("validator", &self.fetcher.validator)
+            .field("read_ahead_at", &self.ahead.as_ref().map(ReadAhead::pos))
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSource {
+    /// Connects, learns the bundle's size and validator with `Range: bytes=0-0`, and
+    /// returns a source positioned nowhere (the first read starts the read-ahead).
+    pub fn open(url: &str, opts: &HttpOptions) -> Result<HttpSource, HttpError> {
+        Ok(HttpSource {
+            fetcher: Fetcher::open(url, opts)?,
+            ahead: None,
+        })
+    }
+
+    /// The validator seen when the source was opened.
+    pub fn validator(&self) -> &Validator {
+        &self.fetcher.validator
+    }
+}
+
+impl ByteSource for HttpSource {
+    fn size(&self) -> Option<u64> {
+        Some(self.fetcher.total)
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.fetcher.total);
+        if end.is_none() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let ahead = match self.ahead.take() {
+            Some(mut a) if a.can_reach(offset) => {
+                a.skip_to(offset)?;
+                self.ahead.insert(a)
+            }
+            // Dropping an old one stops its thread.
+            _ => self
+                .ahead
+                .insert(ReadAhead::start(self.fetcher.fork(), offset)?),
+        };
+        let read = ahead.read_exact(buf);
+        if read.is_err() {
+            // A fresh thread (and request) for the next read, after this error.
+            self.ahead = None;
+        }
+        read
+    }
+
+    fn describe(&self) -> String {
+        self.fetcher.shown.clone()
+    }
+}
+
+/// Makes the requests for one reader: the opening probe, then streaming ranges with
+/// resume, validators, stall detection and backoff.
+pub(crate) struct Fetcher {
     client: Client,
     url: Url,
     shown: String,
@@ -81,23 +163,14 @@ pub struct HttpSource {
     stream: Option<Stream>,
     failures: u32,
     jitter: Jitter,
+    /// When set, a closed (or signalled) channel cancels the fetcher: waits for a retry
+    /// end early and no new request is made.
+    cancel: Option<Receiver<()>>,
 }
 
-impl fmt::Debug for HttpSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpSource")
-            .field("url", &self.shown)
-            .field("total", &self.total)
-            .field("validator", &self.validator)
-            .field("streaming_at", &self.stream.as_ref().map(|s| s.pos))
-            .finish_non_exhaustive()
-    }
-}
-
-impl HttpSource {
-    /// Connects, learns the bundle's size and validator with `Range: bytes=0-0`, and
-    /// returns a source positioned nowhere (the first read opens the stream).
-    pub fn open(url: &str, opts: &HttpOptions) -> Result<HttpSource, HttpError> {
+impl Fetcher {
+    /// Connects, learns the bundle's size and validator with `Range: bytes=0-0`.
+    fn open(url: &str, opts: &HttpOptions) -> Result<Fetcher, HttpError> {
         let url = Url::parse(url).map_err(|e| HttpError::InvalidUrl(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(HttpError::InvalidUrl(format!(
@@ -107,7 +180,7 @@ impl HttpSource {
         }
         let shown = headers::redact(&url);
         let client = build_client(&url, opts)?;
-        let mut src = HttpSource {
+        let mut src = Fetcher {
             client,
             url,
             shown,
@@ -118,6 +191,7 @@ impl HttpSource {
             stream: None,
             failures: 0,
             jitter: Jitter::new(),
+            cancel: None,
         };
         loop {
             match src.probe() {
@@ -146,9 +220,70 @@ impl HttpSource {
         Ok(src)
     }
 
-    /// The validator seen when the source was opened.
-    pub fn validator(&self) -> &Validator {
-        &self.validator
+    /// A fetcher for the same bundle (size and validator as this one learnt them) with no
+    /// open stream, sharing the client (and its connection pool).
+    pub(crate) fn fork(&self) -> Fetcher {
+        Fetcher {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            shown: self.shown.clone(),
+            total: self.total,
+            validator: self.validator.clone(),
+            stall: self.stall,
+            retry: self.retry,
+            stream: None,
+            failures: 0,
+            jitter: Jitter::new(),
+            cancel: None,
+        }
+    }
+
+    /// Cancels this fetcher when `rx`'s sender is dropped (or sends).
+    pub(crate) fn cancel_on(&mut self, rx: Receiver<()>) {
+        self.cancel = Some(rx);
+    }
+
+    /// The bundle's size.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The URL as it may be shown.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|rx| !matches!(rx.try_recv(), Err(TryRecvError::Empty)))
+    }
+
+    /// Reads at least one byte at `pos` (below the bundle's size) into `buf` (not empty),
+    /// retrying from `pos` as the policies say. A cancelled fetcher answers `Interrupted`.
+    pub(crate) fn read_some(&mut self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.cancelled() {
+                self.stream = None;
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "read-ahead stopped",
+                ));
+            }
+            match self.step(pos, buf) {
+                Ok(n) => return Ok(n),
+                Err(Failure::Fatal(e)) => {
+                    self.stream = None;
+                    return Err(io::Error::other(e));
+                }
+                Err(Failure::Retry {
+                    reason,
+                    retry_after,
+                }) => self
+                    .back_off(pos, reason, retry_after)
+                    .map_err(io::Error::other)?,
+            }
+        }
     }
 
     /// `GET Range: bytes=0-0`: size and validator.
@@ -376,7 +511,13 @@ impl HttpSource {
             self.retry.max_retries,
             delay.as_secs_f64()
         );
-        std::thread::sleep(delay);
+        match &self.cancel {
+            None => std::thread::sleep(delay),
+            // Returns early when cancelled; the next read_some notices.
+            Some(rx) => match rx.recv_timeout(delay) {
+                Ok(()) | Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            },
+        }
         Ok(())
     }
 
@@ -433,43 +574,6 @@ impl HttpSource {
             url: self.shown.clone(),
             detail: detail.into(),
         }
-    }
-}
-
-impl ByteSource for HttpSource {
-    fn size(&self) -> Option<u64> {
-        Some(self.total)
-    }
-
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.total);
-        if end.is_none() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            match self.step(pos, &mut buf[done..]) {
-                Ok(n) => done += n,
-                Err(Failure::Fatal(e)) => {
-                    self.stream = None;
-                    return Err(io::Error::other(e));
-                }
-                Err(Failure::Retry {
-                    reason,
-                    retry_after,
-                }) => self
-                    .back_off(pos, reason, retry_after)
-                    .map_err(io::Error::other)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.shown.clone()
     }
 }
 

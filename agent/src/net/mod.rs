@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod http;
 pub mod options;
+mod readahead;
 
 pub use error::HttpError;
 pub use http::HttpSource;

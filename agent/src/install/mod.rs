@@ -97,7 +97,8 @@ pub struct InstalledImage {
     pub device: PathBuf,
     /// Bytes written.
     pub size: u64,
-    /// SHA-256 of the image (as read back when read-back is on); a hex string in JSON.
+    /// The signed manifest's SHA-256 of the image (a RAUC image's is not computed on the
+    /// device: see [`crate::install::rauc`]); a hex string in JSON.
     pub sha256: Sha256Digest,
     /// How the slot was written (`direct` or `buffered`); `None` when it already held
     /// the image and was not written.

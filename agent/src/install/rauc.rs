@@ -1,29 +1,37 @@
 //! Installing a RAUC bundle (`.raucb`): [`install_rauc`] checks it against a
 //! [`RaucTrust`] and hands a `RaucWriter` to the shared steps. The writer streams an image
-//! from a plain reader into a slot while hashing it, and reads a slot back against a
-//! whole-image SHA-256: a RAUC bundle's images are files in its squashfs with one SHA-256
-//! each in the signed manifest (flipslot's own bundles use the per-chunk pipeline in
+//! out of the bundle's squashfs into a slot and reads the slot back against hashes taken
+//! while writing (flipslot's own bundles use the per-chunk pipeline in
 //! [`crate::install::fsb`]).
 //!
-//! Three threads over a pool of four 1 MiB aligned buffers: the caller's thread reads
-//! (decompressing and, for verity bundles, checking blocks against the hash tree), one
-//! thread hashes, one writes in order with direct I/O. The written image counts only if
-//! its hash matches the manifest; the caller keeps the slot marked bad until then.
+//! What proves the bytes: every byte the squashfs reader sees has been checked against the
+//! signature before it is handed out (a verity bundle's blocks against the signed hash
+//! tree as they are read, on two threads; a plain bundle's 4 MiB blocks against BLAKE3
+//! hashes taken in the same pass as the signature's SHA-256). The image is a file inside
+//! that signed squashfs, so the manifest's SHA-256 of it would prove only that the
+//! squashfs reader decoded what `rauc bundle` packed: it is not computed on the device
+//! (`flipslot-image verify` checks it on the build host) and is recorded in the status
+//! file as the signed manifest's value. The read-back checks the slot against BLAKE3
+//! hashes of every [`HASH_CHUNK`] written, taken on a thread of their own while writing.
+//!
+//! Three threads over a pool of four [`CHUNK`]-sized aligned buffers: the caller's thread
+//! reads (decompressing and checking blocks), one thread hashes each chunk, one writes in
+//! order with direct I/O. The caller keeps the slot marked bad until the image is written,
+//! flushed and read back.
 
 use std::io::Read;
 use std::sync::mpsc::sync_channel;
 
 use anyhow::{anyhow, bail, Context, Result};
-use flipslot_format::Sha256Digest;
-use sha2::{Digest, Sha256};
 
 use crate::install::plan::Target;
 use crate::install::pool::{buffer_pool, write_chunk};
+use crate::install::readback::verify_chunks;
 use crate::install::{
     steps, ImageWriter, InstallEnv, InstallOptions, InstallOutcome, InstalledImage, Progress,
     Verified,
 };
-use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
+use crate::slot::device::{AlignedBuf, SlotDevice};
 use flipslot_format::source::ByteSource;
 use flipslot_rauc::bundle::RaucBundle;
 
@@ -39,9 +47,11 @@ pub struct RaucTrust<'a> {
 }
 
 /// Installs the RAUC bundle (`.raucb`) read from `source`, with the same steps and
-/// guarantees as [`crate::install::install`]: its CMS signature (and hash tree) is verified against
-/// `trust` before anything is parsed, each image's SHA-256 is checked as it is written
-/// and again on read-back, and the slot is activated only after all of that.
+/// guarantees as [`crate::install::install`]: its CMS signature is verified against
+/// `trust` before anything is parsed, every block of the payload is checked against the
+/// signature (hash tree or block hashes) as it is read and written, the slot is read back
+/// against hashes of what was written, and it is activated only after all of that. A
+/// damaged verity bundle fails while it is written; the target then stays marked bad.
 pub fn install_rauc<S: ByteSource + Send>(
     env: &mut InstallEnv<'_>,
     trust: &RaucTrust<'_>,
@@ -50,7 +60,6 @@ pub fn install_rauc<S: ByteSource + Send>(
     progress: &mut dyn Progress,
 ) -> Result<InstallOutcome> {
     let what = source.describe();
-    let local = source.rereads_are_cheap();
     let now = env.clock.now_unix();
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let mut bundle = RaucBundle::open(
@@ -62,14 +71,6 @@ pub fn install_rauc<S: ByteSource + Send>(
         &mut |d, n| progress.update("verify signature", d, n),
     )
     .with_context(|| format!("bundle {what} rejected"))?;
-    if local && bundle.is_verity() {
-        // A local file is cheap to read twice: check every block now, so a damaged
-        // bundle is refused before the target slot is touched. (Streamed bundles are
-        // checked block by block as they are written; the target stays marked bad.)
-        bundle
-            .verify_payload(&mut |d, n| progress.update("verify payload", d, n))
-            .with_context(|| format!("bundle {what} rejected"))?;
-    }
     log::info!(
         "bundle {what}: {} bundle signed by {}",
         bundle.manifest().format.as_str(),
@@ -81,8 +82,8 @@ pub fn install_rauc<S: ByteSource + Send>(
     steps::run(env, &what, &mut writer, opts, progress)
 }
 
-/// Writes the images of a verified RAUC bundle, each checked against its SHA-256 in the
-/// signed manifest.
+/// Writes the images of a verified RAUC bundle and reads them back against hashes taken
+/// while writing.
 struct RaucWriter<'b, S: ByteSource + Send> {
     bundle: &'b mut RaucBundle<S>,
 }
@@ -113,10 +114,8 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
         let phase = format!("write {}", t.slot.name);
         // The bytes come through the bundle's checks (every verity block against the
         // tree, every plain block against the hashes taken with the signature), so they
-        // are the signed ones. The manifest's SHA-256 is still checked once: on read-back,
-        // or, without read-back, while writing.
-        let hash_now = !opts.read_back;
-        let mut result: Option<Result<Option<flipslot_format::Sha256Digest>>> = None;
+        // are the signed ones; the hashes taken now only say what reached the slot.
+        let mut result: Option<Result<Vec<ChunkHash>>> = None;
         self.bundle
             .with_image_reader(t.image, |r| {
                 result = Some(write_from_reader(
@@ -124,27 +123,18 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
                     img.size,
                     &img.filename,
                     &mut *dev,
-                    hash_now,
+                    opts.read_back,
                     &mut |d, n| progress.update(&phase, d, n),
                 ));
                 Ok(())
             })
             .with_context(|| format!("cannot read image {} from the bundle", img.filename))?;
-        if let Some(got) = result.context("the image was not read")?? {
-            if got != img.sha256 {
-                bail!(
-                    "image {} has sha256 {}, but the signed manifest says {}",
-                    img.filename,
-                    got.to_hex(),
-                    img.sha256.to_hex()
-                );
-            }
-        }
+        let hashes = result.context("the image was not read")??;
         dev.sync()
             .with_context(|| format!("cannot flush slot device {}", dev.path().display()))?;
         if opts.read_back {
             let phase = format!("read-back {}", t.slot.name);
-            verify_sha256(dev, img.size, &img.sha256, &mut |d, n| {
+            verify_written(dev, img.size, &hashes, &mut |d, n| {
                 progress.update(&phase, d, n)
             })
             .with_context(|| {
@@ -166,10 +156,15 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
     }
 }
 
-/// Bytes per buffer.
-const CHUNK: usize = 1 << 20;
+/// Bytes per buffer, and per hash taken while writing (a multiple of 4 KiB).
+pub const CHUNK: usize = 4 << 20;
+/// [`CHUNK`] as the read-back's chunk size.
+pub const HASH_CHUNK: u32 = CHUNK as u32;
 /// Buffers in flight.
 const POOL: usize = 4;
+
+/// The BLAKE3 hash of one [`HASH_CHUNK`] of an image as it was written.
+pub type ChunkHash = [u8; 32];
 
 /// Fills `buf` from `r` until it is full or the reader ends; returns the bytes read.
 fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -186,8 +181,12 @@ fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Writes exactly `size` bytes from `r` to `dev` from offset 0; with `hash`, also returns
-/// their SHA-256 (computed on a thread of its own). `what` names the image in errors;
+/// the BLAKE3 hash of every [`HASH_CHUNK`] of them (the last one shorter), taken on a
+/// thread of its own, for [`verify_written`]. `what` names the image in errors;
 /// `progress(done, size)` follows the bytes read.
+///
+/// Memory: [`POOL`] buffers of [`CHUNK`] bytes, plus the hashes: 32 bytes per 4 MiB of an
+/// image no larger than the slot (checked first), so 8 KiB per GiB.
 pub fn write_from_reader(
     r: &mut dyn Read,
     size: u64,
@@ -195,7 +194,7 @@ pub fn write_from_reader(
     dev: &mut dyn SlotDevice,
     hash: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Option<Sha256Digest>> {
+) -> Result<Vec<ChunkHash>> {
     let dev_size = dev.size();
     if size > dev_size {
         bail!(
@@ -208,16 +207,17 @@ pub fn write_from_reader(
     let (write_tx, write_rx) = sync_channel::<(AlignedBuf, usize)>(POOL);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
-            let mut h = hash.then(Sha256::new);
+            let mut hashes = Vec::new();
             for (buf, len) in hash_rx {
-                if let Some(h) = h.as_mut() {
-                    h.update(&buf.as_slice()[..len]);
+                if hash {
+                    // Every buffer but the last is a whole chunk.
+                    hashes.push(*blake3::hash(&buf.as_slice()[..len]).as_bytes());
                 }
                 if write_tx.send((buf, len)).is_err() {
                     break;
                 }
             }
-            h.map(|h| Sha256Digest(h.finalize().into()))
+            hashes
         });
         let free_back = free_tx.clone();
         let writer = s.spawn(move || -> Result<u64> {
@@ -264,7 +264,7 @@ pub fn write_from_reader(
         }
         drop(hash_tx);
         drop(free_rx);
-        let digest = hasher
+        let hashes = hasher
             .join()
             .map_err(|_| anyhow!("the hashing thread panicked"))?;
         let written = writer
@@ -276,66 +276,27 @@ pub fn write_from_reader(
         if written != size {
             bail!("wrote {written} bytes of the {size}-byte {what}");
         }
-        Ok(digest)
+        Ok(hashes)
     })
 }
 
-/// Reads `size` bytes back from `dev` and checks their SHA-256 against `want`.
-pub fn verify_sha256(
+/// Reads `size` bytes back from `dev` through [`verify_chunks`] and checks every
+/// [`HASH_CHUNK`] against the hash [`write_from_reader`] took of it; the first chunk that
+/// differs is named with its offset.
+pub fn verify_written(
     dev: &mut dyn SlotDevice,
     size: u64,
-    want: &Sha256Digest,
+    hashes: &[ChunkHash],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
-    let dev_size = dev.size();
-    let path = dev.path().to_path_buf();
-    let (free_tx, free_rx) = buffer_pool(POOL, CHUNK);
-    let (full_tx, full_rx) = sync_channel::<Result<(AlignedBuf, usize)>>(POOL);
-    let got = std::thread::scope(|s| -> Result<Sha256Digest> {
-        s.spawn(move || {
-            let mut off = 0u64;
-            while off < size {
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let want = usize::try_from(size - off).map_or(CHUNK, |l| l.min(CHUNK));
-                let padded = want.next_multiple_of(IO_ALIGN);
-                let len = if off + padded as u64 <= dev_size {
-                    padded
-                } else {
-                    want
-                };
-                let msg = dev
-                    .read_at(off, &mut buf.as_mut_slice()[..len])
-                    .with_context(|| format!("reading back {} at offset {off}", path.display()))
-                    .map(|()| (buf, want));
-                let failed = msg.is_err();
-                if full_tx.send(msg).is_err() || failed {
-                    return;
-                }
-                off += want as u64;
-            }
-        });
-        let mut h = Sha256::new();
-        let mut done = 0u64;
-        for msg in full_rx {
-            let (buf, len) = msg?;
-            h.update(&buf.as_slice()[..len]);
-            done += len as u64;
-            free_tx.send(buf).ok();
-            progress(done, size);
-        }
-        if done != size {
-            bail!("read back {done} of {size} bytes");
-        }
-        Ok(Sha256Digest(h.finalize().into()))
-    })?;
-    if got != *want {
+    if (hashes.len() as u64) != size.div_ceil(u64::from(HASH_CHUNK)) {
         bail!(
-            "the slot holds sha256 {} over the image's {size} bytes, not {}",
-            got.to_hex(),
-            want.to_hex()
+            "{} chunk hashes were taken of a {size}-byte image",
+            hashes.len()
         );
     }
-    Ok(())
+    let check = |i: usize, data: &[u8]| hashes.get(i) == Some(blake3::hash(data).as_bytes());
+    verify_chunks(dev, size, HASH_CHUNK, &check, progress)
 }
 
 #[cfg(test)]
@@ -347,14 +308,16 @@ mod tests {
         MemDevice::new(len, 0xAA)
     }
 
+    fn image(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
     #[test]
-    fn writes_hashes_and_reads_back() {
-        let image: Vec<u8> = (0..(3 * CHUNK + 1234))
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
+    fn writes_hashes_every_chunk_and_reads_back() {
+        let image = image(3 * CHUNK + 1234);
         let mut d = dev(4 * CHUNK);
         let mut seen = 0;
-        let digest = write_from_reader(
+        let hashes = write_from_reader(
             &mut image.as_slice(),
             image.len() as u64,
             "rootfs.img",
@@ -362,15 +325,66 @@ mod tests {
             true,
             &mut |done, _| seen = done,
         )
-        .unwrap()
         .unwrap();
         assert_eq!(seen, image.len() as u64);
-        assert_eq!(digest.0, <[u8; 32]>::from(Sha256::digest(&image)));
+        assert_eq!(hashes.len(), 4);
+        for (h, chunk) in hashes.iter().zip(image.chunks(CHUNK)) {
+            assert_eq!(h, blake3::hash(chunk).as_bytes());
+        }
         assert_eq!(&d.data[..image.len()], &image[..]);
-        verify_sha256(&mut d, image.len() as u64, &digest, &mut |_, _| {}).unwrap();
-        d.data[CHUNK + 5] ^= 1;
-        let e = verify_sha256(&mut d, image.len() as u64, &digest, &mut |_, _| {}).unwrap_err();
-        assert!(format!("{e:#}").contains("not"), "{e:#}");
+        let mut last = 0;
+        verify_written(&mut d, image.len() as u64, &hashes, &mut |n, _| last = n).unwrap();
+        assert_eq!(last, image.len() as u64);
+        // Bytes past the image do not count.
+        d.data[image.len() + 10] ^= 1;
+        verify_written(&mut d, image.len() as u64, &hashes, &mut |_, _| {}).unwrap();
+    }
+
+    #[test]
+    fn read_back_names_the_chunk_and_offset_that_changed() {
+        let image = image(3 * CHUNK + 1234);
+        let mut d = dev(4 * CHUNK);
+        let size = image.len() as u64;
+        let hashes = write_from_reader(
+            &mut image.as_slice(),
+            size,
+            "img",
+            &mut d,
+            true,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        for at in [5, 2 * CHUNK + 77, image.len() - 1] {
+            d.data[at] ^= 0x10;
+            let e = verify_written(&mut d, size, &hashes, &mut |_, _| {}).unwrap_err();
+            let chunk = at / CHUNK;
+            let want = format!("chunk {chunk} ");
+            let offset = format!("offset {}", chunk * CHUNK);
+            let e = format!("{e:#}");
+            assert!(e.contains(&want) && e.contains(&offset), "{e}");
+            d.data[at] ^= 0x10;
+        }
+        verify_written(&mut d, size, &hashes, &mut |_, _| {}).unwrap();
+        // Hashes of another image size are refused, not half-checked.
+        let e = verify_written(&mut d, size + CHUNK as u64, &hashes, &mut |_, _| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("4 chunk hashes"), "{e:#}");
+    }
+
+    #[test]
+    fn without_read_back_no_hashes_are_taken() {
+        let image = image(CHUNK + 1);
+        let mut d = dev(2 * CHUNK);
+        let hashes = write_from_reader(
+            &mut image.as_slice(),
+            image.len() as u64,
+            "img",
+            &mut d,
+            false,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(hashes.is_empty());
+        assert_eq!(&d.data[..image.len()], &image[..]);
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub struct SlotRecord {
     /// SHA-256 of the signed manifest (a hex string in the file).
     #[serde(default)]
     pub manifest_sha256: Option<Sha256Digest>,
-    /// SHA-256 of the image as written (a hex string in the file).
+    /// The signed manifest's SHA-256 of the image written (a hex string in the file).
     #[serde(default)]
     pub image_sha256: Option<Sha256Digest>,
     /// When the install finished (unix seconds).

@@ -376,8 +376,11 @@ impl<S: ByteSource + Send> RaucBundle<S> {
     }
 
     /// Streams image `index` out of the squashfs: `f` gets a reader of exactly the
-    /// image's bytes. For verity bundles every block is checked against the hash tree
-    /// as it is read. The caller still compares the image's SHA-256 with the manifest.
+    /// image's bytes. Every payload byte the squashfs reader sees is checked first: for
+    /// verity bundles against the hash tree (a window of blocks at a time on two threads
+    /// when reads are sequential), for plain bundles against the block hashes taken with
+    /// the signature. The manifest's SHA-256 of the image is not computed here
+    /// ([`RaucBundle::verify_images`] does that).
     pub fn with_image_reader<T>(
         &mut self,
         index: usize,
@@ -405,10 +408,11 @@ impl<S: ByteSource + Send> RaucBundle<S> {
         .map_err(|reason| RaucBundleError::Squashfs { what, reason })
     }
 
-    /// Checks the whole payload before anything is written: for verity bundles every
-    /// data block against the hash tree (and so every hash block against the signed root);
-    /// plain bundles were already hashed whole by [`RaucBundle::open`]. `progress(done,
-    /// total)` counts payload bytes.
+    /// Checks the whole payload: for verity bundles every data block against the hash tree
+    /// (and so every hash block against the signed root); plain bundles were already
+    /// hashed whole by [`RaucBundle::open`]. For tools that check a bundle without
+    /// installing it (an install checks each block as it is written instead).
+    /// `progress(done, total)` counts payload bytes.
     pub fn verify_payload(
         &mut self,
         progress: &mut dyn FnMut(u64, u64),

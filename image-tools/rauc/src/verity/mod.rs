@@ -30,8 +30,9 @@
 //! size implies.
 //!
 //! A [`VerifiedSource`] keeps at most [`CACHE_SLOTS_PER_LEVEL`] verified hash blocks per
-//! level and one data block, whatever the payload size; a sequential read of the payload
-//! reads and hashes each hash block once.
+//! level, one data block and a window of [`WINDOW_BYTES`] of verified data blocks, whatever
+//! the payload size; a sequential read of the payload reads and hashes each data block and
+//! each hash block once, the data blocks of a window on two threads.
 //!
 //! This module holds the geometry, the parameters, the errors and the block hash; the
 //! verified reads ([`VerifiedSource`], [`verify_all`]) are in `source`, the tree builder
@@ -61,8 +62,12 @@ pub const MAX_DATA_SIZE: u64 = 1 << 44;
 pub const MAX_LEVELS: usize = 5;
 /// Verified hash blocks a [`VerifiedSource`] keeps per level.
 pub const CACHE_SLOTS_PER_LEVEL: usize = 4;
+/// Data bytes a [`VerifiedSource`] reads and checks at a time for sequential reads (on two
+/// threads), and holds until they are handed out.
+pub const WINDOW_BYTES: usize = 4 << 20;
 /// Upper bound of [`VerifiedSource::cache_bytes`].
-pub const MAX_CACHE_BYTES: usize = (MAX_LEVELS * CACHE_SLOTS_PER_LEVEL + 1) * BLOCK_SIZE as usize;
+pub const MAX_CACHE_BYTES: usize =
+    (MAX_LEVELS * CACHE_SLOTS_PER_LEVEL + 1) * BLOCK_SIZE as usize + WINDOW_BYTES;
 
 const BS: usize = BLOCK_SIZE as usize;
 

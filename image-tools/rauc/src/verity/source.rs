@@ -1,13 +1,20 @@
 //! Reading a bundle payload through its hash tree: [`VerifiedSource`], which verifies every
 //! block it hands out against the signed root hash with a bounded cache of verified hash
 //! blocks, and [`verify_all`], the whole-payload check.
+//!
+//! Sequential reads (each starting where the last one ended, as when an image is streamed
+//! out of the squashfs) go through a window of [`WINDOW_BYTES`]: the window's data blocks
+//! are read once, their hashes taken on two threads (half the window each) and compared
+//! with the verified leaf hashes, and only then are bytes handed out, copied from that same
+//! buffer. Nothing is read again after its check. Other reads check the blocks they touch
+//! one at a time on the caller's thread.
 
 use std::fmt;
 use std::io;
 
 use super::{
     SaltedHasher, VerityError, VerityParams, BLOCK_SIZE, BS, CACHE_SLOTS_PER_LEVEL, DIGEST_SIZE,
-    HASHES_PER_BLOCK,
+    HASHES_PER_BLOCK, WINDOW_BYTES,
 };
 use flipslot_format::source::ByteSource;
 
@@ -137,6 +144,48 @@ impl<S: ByteSource> TreeReader<S> {
         Ok(digest_at(&data, index))
     }
 
+    /// Checks the whole blocks of `data`, data blocks `first..`, against their verified
+    /// hashes: the hashes are fetched through the tree on this thread (each hash block is
+    /// verified once for a run of consecutive blocks), then the data blocks are hashed on
+    /// two threads, half each. The first block that differs is named.
+    fn check_run(
+        &mut self,
+        first: u64,
+        data: &[u8],
+        want: &mut Vec<[u8; DIGEST_SIZE]>,
+    ) -> Result<(), VerityError> {
+        want.clear();
+        for i in 0..(data.len() / BS) as u64 {
+            want.push(self.data_hash(first + i)?);
+        }
+        let mismatch = |from: u64, part: &[u8], want: &[[u8; DIGEST_SIZE]]| {
+            part.chunks_exact(BS)
+                .zip(want)
+                .position(|(block, w)| self.hasher.hash(block) != *w)
+                .map(|i| from + i as u64)
+        };
+        let half = want.len() / 2;
+        let (lo, hi) = data.split_at(half * BS);
+        let (want_lo, want_hi) = want.split_at(half);
+        let bad = if half == 0 {
+            mismatch(first, hi, want_hi)
+        } else {
+            std::thread::scope(|s| {
+                let upper = s.spawn(|| mismatch(first + half as u64, hi, want_hi));
+                let lower = mismatch(first, lo, want_lo);
+                // A panic in a hashing thread is reported as a mismatch of its first block.
+                lower.or_else(|| upper.join().unwrap_or(Some(first + half as u64)))
+            })
+        };
+        match bad {
+            None => Ok(()),
+            Some(block) => Err(VerityError::DataBlockMismatch {
+                block,
+                offset: block * BLOCK_SIZE,
+            }),
+        }
+    }
+
     /// Checks data block `block` against its verified hash.
     fn check_data(&mut self, block: u64, data: &[u8]) -> Result<(), VerityError> {
         if self.hasher.hash(data) == self.data_hash(block)? {
@@ -160,6 +209,15 @@ pub struct VerifiedSource<S> {
     /// The last verified data block, for reads that do not cover whole blocks.
     data_block: Option<u64>,
     data: Vec<u8>,
+    /// Verified data blocks `window_at..window_at + window_len / 4096`, for sequential
+    /// reads; the buffer holds `min(WINDOW_BYTES, data size)` bytes.
+    window: Vec<u8>,
+    window_at: u64,
+    window_len: usize,
+    /// Where the last read ended (a read starting here is sequential).
+    next: Option<u64>,
+    /// Expected hashes of the blocks being checked (reused).
+    want: Vec<[u8; DIGEST_SIZE]>,
 }
 
 impl<S> fmt::Debug for VerifiedSource<S> {
@@ -193,6 +251,12 @@ impl<S: ByteSource> VerifiedSource<S> {
             },
             data_block: None,
             data: vec![0; BS],
+            // At most WINDOW_BYTES: fits in usize.
+            window: vec![0; g.data_size.min(WINDOW_BYTES as u64) as usize],
+            window_at: 0,
+            window_len: 0,
+            next: None,
+            want: Vec::new(),
         })
     }
 
@@ -206,13 +270,15 @@ impl<S: ByteSource> VerifiedSource<S> {
         self.tree.inner
     }
 
-    /// Bytes held for cached blocks; constant for the life of the source and at most
-    /// [`MAX_CACHE_BYTES`](super::MAX_CACHE_BYTES).
+    /// Bytes held for cached blocks and the window; constant for the life of the source
+    /// and at most [`MAX_CACHE_BYTES`](super::MAX_CACHE_BYTES).
     pub fn cache_bytes(&self) -> usize {
-        self.tree.cache.bytes() + self.data.len()
+        self.tree.cache.bytes() + self.data.len() + self.window.len()
     }
 
-    /// Fills `buf` from `offset` in the data area with verified bytes.
+    /// Fills `buf` from `offset` in the data area with verified bytes. A read that starts
+    /// where the last one ended is served from the verified window (checked on two
+    /// threads); others check the blocks they touch one by one.
     pub fn read_verified(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), VerityError> {
         let size = self.tree.params.geometry.data_size;
         let len = buf.len() as u64;
@@ -220,6 +286,54 @@ impl<S: ByteSource> VerifiedSource<S> {
             .checked_add(len)
             .filter(|&end| end <= size)
             .ok_or(VerityError::OutOfRange { offset, len, size })?;
+        let sequential = self.next == Some(offset);
+        self.next = None;
+        let mut pos = offset;
+        let mut out = 0usize;
+        while pos < end {
+            let window_end = self.window_at + self.window_len as u64;
+            if (self.window_at..window_end).contains(&pos) {
+                // Below WINDOW_BYTES: fits in usize.
+                let within = (pos - self.window_at) as usize;
+                let take = (self.window_len - within).min((end - pos) as usize);
+                buf[out..out + take].copy_from_slice(&self.window[within..within + take]);
+                pos += take as u64;
+                out += take;
+            } else if sequential {
+                self.load_window(pos / BLOCK_SIZE)?;
+            } else {
+                self.read_blocks(pos, &mut buf[out..])?;
+                break;
+            }
+        }
+        self.next = Some(end);
+        Ok(())
+    }
+
+    /// Reads and checks the window of data blocks starting at `first` (as many as fit, up
+    /// to the end of the data area). On failure the window is left empty.
+    fn load_window(&mut self, first: u64) -> Result<(), VerityError> {
+        self.window_len = 0;
+        let size = self.tree.params.geometry.data_size;
+        let at = first * BLOCK_SIZE;
+        // At most the window's length: fits in usize.
+        let len = (size - at).min(self.window.len() as u64) as usize;
+        let mut want = std::mem::take(&mut self.want);
+        let checked = self
+            .tree
+            .read(at, &mut self.window[..len], "data")
+            .and_then(|()| self.tree.check_run(first, &self.window[..len], &mut want));
+        self.want = want;
+        checked?;
+        self.window_at = at;
+        self.window_len = len;
+        Ok(())
+    }
+
+    /// Fills `buf` from `offset` checking one block at a time: whole blocks are read
+    /// straight into `buf` and checked there, partial ones through a one-block cache.
+    fn read_blocks(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), VerityError> {
+        let end = offset + buf.len() as u64;
         let mut pos = offset;
         let mut out = 0usize;
         while pos < end {
@@ -297,7 +411,7 @@ pub fn verify_all<S: ByteSource>(
 mod tests {
     use super::*;
     use crate::verity::tests::{bundle, pattern, SALT};
-    use crate::verity::{TreeBuilder, MAX_CACHE_BYTES};
+    use crate::verity::{TreeBuilder, MAX_CACHE_BYTES, WINDOW_BYTES};
     use flipslot_format::source::MemSource;
 
     #[test]
@@ -473,6 +587,123 @@ mod tests {
             VerifiedSource::new(MemSource(payload), params),
             Err(VerityError::SourceTooShort { .. })
         ));
+    }
+
+    /// Reads all of `src` sequentially in pieces of `step` bytes (the windowed path).
+    fn read_sequential<S: ByteSource>(
+        src: &mut VerifiedSource<S>,
+        size: u64,
+        step: usize,
+    ) -> Result<Vec<u8>, VerityError> {
+        let mut all = vec![0u8; size as usize];
+        let mut at = 0usize;
+        while at < all.len() {
+            let n = (all.len() - at).min(step);
+            src.read_verified(at as u64, &mut all[at..at + n])?;
+            at += n;
+        }
+        Ok(all)
+    }
+
+    /// A payload of `blocks` data blocks whose reads of data blocks are counted.
+    struct Counted {
+        payload: Vec<u8>,
+        data_reads: Vec<u32>,
+    }
+
+    impl ByteSource for Counted {
+        fn size(&self) -> Option<u64> {
+            Some(self.payload.len() as u64)
+        }
+        fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            let o = offset as usize;
+            for b in (o / BS)..(o + buf.len()).div_ceil(BS) {
+                if let Some(n) = self.data_reads.get_mut(b) {
+                    *n += 1;
+                }
+            }
+            buf.copy_from_slice(&self.payload[o..o + buf.len()]);
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "counted".into()
+        }
+    }
+
+    #[test]
+    fn windowed_reads_give_the_same_bytes_as_block_by_block_reads() {
+        // Two and a half windows, so that the last window is short.
+        let blocks = (5 * WINDOW_BYTES / 2) as u64 / BLOCK_SIZE + 3;
+        let size = blocks * BLOCK_SIZE;
+        let (payload, params) = bundle(blocks);
+        for step in [1 << 20, 131_072, 300_001, 4096, 7, 2 * WINDOW_BYTES + 5] {
+            let mut src = VerifiedSource::new(
+                Counted {
+                    payload: payload.clone(),
+                    data_reads: vec![0; blocks as usize],
+                },
+                params.clone(),
+            )
+            .unwrap();
+            let windowed = read_sequential(&mut src, size, step).unwrap();
+            assert!(windowed == payload[..size as usize], "step {step}");
+            // Every data block was read from the source once: the bytes handed out are
+            // the ones hashed, never read again after their check. (The first read
+            // is not yet sequential and checks its blocks in place; a read of less
+            // than a block reads its block through the one-block cache.)
+            let reads = src.into_inner().data_reads;
+            let first = (step as u64).div_ceil(BLOCK_SIZE) as usize;
+            assert!(
+                reads[first.min(reads.len())..].iter().all(|&n| n == 1),
+                "step {step}"
+            );
+            assert!(reads.iter().all(|&n| n <= 2), "step {step}");
+        }
+        // The block-by-block path (no read starts where the previous one ended).
+        let mut src = VerifiedSource::new(MemSource(payload.clone()), params).unwrap();
+        let mut by_block = vec![0u8; size as usize];
+        for (i, chunk) in by_block.chunks_mut(BS).enumerate().rev() {
+            src.read_verified(i as u64 * BLOCK_SIZE, chunk).unwrap();
+        }
+        assert!(by_block == payload[..size as usize]);
+    }
+
+    #[test]
+    fn windowed_reads_refuse_a_changed_data_or_hash_block() {
+        // Two windows and a short third one.
+        let blocks = (2 * WINDOW_BYTES) as u64 / BLOCK_SIZE + 100;
+        let size = blocks * BLOCK_SIZE;
+        let (payload, params) = bundle(blocks);
+        let leaf = params.geometry().levels()[0];
+        // A data block in the first and in the second half of the second window (each
+        // half is hashed on its own thread), and the leaf hash block of data block 1500.
+        let half = (WINDOW_BYTES / 2) as u64 / BLOCK_SIZE;
+        let window = 2 * half;
+        for block in [window + 3, window + half + 1] {
+            let mut bad = payload.clone();
+            bad[(block * BLOCK_SIZE) as usize + 100] ^= 1;
+            let mut src = VerifiedSource::new(MemSource(bad), params.clone()).unwrap();
+            let err = read_sequential(&mut src, size, 1 << 17).unwrap_err();
+            assert!(
+                matches!(err, VerityError::DataBlockMismatch { block: b, offset } if b == block && offset == block * BLOCK_SIZE),
+                "{err}"
+            );
+            // The first window was handed out before the bad one was read.
+            let mut src = VerifiedSource::new(MemSource(payload.clone()), params.clone()).unwrap();
+            assert_eq!(
+                read_sequential(&mut src, size, 1 << 17).unwrap(),
+                payload[..size as usize]
+            );
+        }
+        let mut bad = payload.clone();
+        let leaf_of_1500 = size as usize + leaf.offset as usize + (1500 / 128) * BS;
+        bad[leaf_of_1500 + 5] ^= 1;
+        let mut src = VerifiedSource::new(MemSource(bad), params).unwrap();
+        let err = read_sequential(&mut src, size, 1 << 17).unwrap_err();
+        assert!(
+            matches!(err, VerityError::HashBlockMismatch { level: 0, block, offset } if block == 1500 / 128 && offset == leaf_of_1500 as u64),
+            "{err}"
+        );
     }
 
     /// Data computed on the fly and a tree in memory; counts reads of tree blocks.

@@ -1,28 +1,27 @@
 //! The one read-back of both bundle formats: [`verify_chunks`] reads a slot back chunk by
-//! chunk with direct I/O on one thread while two threads check each chunk with a
-//! caller-given check (a chunk hash from a signed manifest, or one taken while the chunk
-//! was written), so read-back is limited by the device's read speed, not by one core's
-//! hashing. Memory is [`POOL`] chunk buffers, whatever the image size.
+//! chunk with direct I/O and checks each chunk with a caller-given check (a chunk hash from
+//! a signed manifest, or one taken while the chunk was written). [`WORKERS`] threads each
+//! take the next chunk, read it and check it, so while one hashes the other reads, and two
+//! reads are in flight at once (storage that serves several requests in parallel answers
+//! faster than to one at a time). Memory is one chunk buffer per worker, whatever the image
+//! size.
 
-use crate::install::pool::buffer_pool;
 use crate::slot::device::{AlignedBuf, SlotDevice, IO_ALIGN};
 use anyhow::{anyhow, Context, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::channel;
 
-/// Buffers in flight: one being read, two being checked.
-const POOL: usize = 3;
-/// Threads checking chunks.
-const CHECKERS: usize = 2;
+/// Threads reading and checking chunks, each with one chunk buffer.
+const WORKERS: usize = 2;
 
 /// A chunk check: `check(index, bytes)` says whether chunk `index` (its bytes as read back)
 /// is the one that was meant to be written.
 pub type ChunkCheck<'a> = dyn Fn(usize, &[u8]) -> bool + Sync + 'a;
 
 /// Reads the first `size` bytes of `dev` back in chunks of `chunk_size` bytes (the last
-/// one shorter) and checks each with `check`. The first chunk that differs is named with
-/// its index, length and offset. `progress(done, size)` follows the bytes checked.
+/// one shorter) and checks each with `check`. A chunk that differs is named with its index,
+/// length and offset (the lowest such chunk the workers had reached when they stopped).
+/// `progress(done, size)` follows the bytes checked.
 pub fn verify_chunks(
     dev: &mut dyn SlotDevice,
     size: u64,
@@ -35,90 +34,72 @@ pub fn verify_chunks(
     let chunk = u64::from(chunk_size.max(1));
     let count = size.div_ceil(chunk);
     let chunk_len = |i: u64| size.saturating_sub(i * chunk).min(chunk) as usize;
-    let (full_tx, full_rx) = sync_channel::<Result<(u64, AlignedBuf, usize)>>(POOL);
-    let (free_tx, free_rx) = buffer_pool(POOL, chunk as usize);
-    let full_rx = Mutex::new(full_rx);
+    let dev: &dyn SlotDevice = dev;
+    let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let (done_tx, done_rx) = channel::<Result<u64>>();
+    let (done_tx, done_rx) = channel::<(u64, Result<u64>)>();
     std::thread::scope(|s| {
-        let stop = &stop;
-        let full_rx = &full_rx;
-        let path = &path;
-        s.spawn(move || {
-            for i in 0..count {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let off = i * chunk;
-                let want = chunk_len(i);
-                // Read whole 4 KiB blocks where the device has them (direct I/O).
-                let padded = want.next_multiple_of(IO_ALIGN);
-                let read_len = if off + padded as u64 <= dev_size {
-                    padded
-                } else {
-                    want
-                };
-                let msg = dev
-                    .read_at(off, &mut buf.as_mut_slice()[..read_len])
-                    .with_context(|| format!("reading back {} at offset {off}", path.display()))
-                    .map(|()| (i, buf, want));
-                let failed = msg.is_err();
-                if full_tx.send(msg).is_err() || failed {
-                    stop.store(true, Ordering::Relaxed);
-                    return;
-                }
-            }
-        });
-        for _ in 0..CHECKERS {
-            let free_tx = free_tx.clone();
+        for _ in 0..WORKERS {
             let done_tx = done_tx.clone();
-            s.spawn(move || loop {
-                // The lock is held only while waiting for the next buffer.
-                let msg = match full_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(msg) = msg else { return };
-                let outcome = match msg {
-                    Ok((i, buf, len)) => {
-                        let same = check(i as usize, &buf.as_slice()[..len]);
-                        // Never blocks: the pool holds at most POOL buffers.
-                        free_tx.send(buf).ok();
-                        if same {
-                            Ok(len as u64)
-                        } else {
-                            Err(anyhow!(
-                                "chunk {i} ({len} bytes at offset {}) differs from the image",
-                                i * chunk
-                            ))
-                        }
+            let (next, stop, path) = (&next, &stop, &path);
+            s.spawn(move || {
+                let mut buf = AlignedBuf::new(chunk as usize);
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
                     }
-                    Err(e) => Err(e),
-                };
-                if outcome.is_err() {
-                    stop.store(true, Ordering::Relaxed);
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let off = i * chunk;
+                    let want = chunk_len(i);
+                    // Read whole 4 KiB blocks where the device has them (direct I/O).
+                    let padded = want.next_multiple_of(IO_ALIGN);
+                    let read_len = if off + padded as u64 <= dev_size {
+                        padded
+                    } else {
+                        want
+                    };
+                    let read = dev.read_at(off, &mut buf.as_mut_slice()[..read_len]);
+                    let outcome = read
+                        .with_context(|| format!("reading back {} at offset {off}", path.display()))
+                        .and_then(|()| {
+                            if check(i as usize, &buf.as_slice()[..want]) {
+                                Ok(want as u64)
+                            } else {
+                                Err(anyhow!(
+                                    "chunk {i} ({want} bytes at offset {off}) differs from the image"
+                                ))
+                            }
+                        });
+                    if outcome.is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if done_tx.send((i, outcome)).is_err() {
+                        return;
+                    }
                 }
-                done_tx.send(outcome).ok();
             });
         }
         drop(done_tx);
-        drop(free_tx);
         let mut done = 0u64;
-        let mut first_err = None;
-        for r in done_rx {
+        let mut first_err: Option<(u64, anyhow::Error)> = None;
+        for (i, r) in done_rx {
             match r {
                 Ok(n) => {
                     done += n;
                     progress(done, size);
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    if !first_err.as_ref().is_some_and(|(j, _)| *j < i) {
+                        first_err = Some((i, e));
+                    }
                 }
             }
         }
         match first_err {
-            Some(e) => Err(e),
+            Some((_, e)) => Err(e),
             None if done == size => Ok(()),
             None => Err(anyhow!("read back {done} of {size} bytes")),
         }
@@ -130,6 +111,7 @@ mod tests {
     use super::*;
     use crate::slot::device::MemDevice;
     use std::path::PathBuf;
+    use std::sync::Mutex;
 
     fn dev(data: Vec<u8>) -> MemDevice {
         MemDevice {

@@ -93,7 +93,7 @@ impl SlotDevice for Region<'_> {
         self.disk.write_at(self.offset + offset, buf)
     }
 
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check(offset, buf.len())?;
         self.disk.read_at(self.offset + offset, buf)
     }

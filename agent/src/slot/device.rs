@@ -20,13 +20,14 @@ pub enum IoMode {
 }
 
 /// A slot's storage, seen as a fixed-size array of bytes.
-pub trait SlotDevice: Send {
+pub trait SlotDevice: Send + Sync {
     /// Size in bytes.
     fn size(&self) -> u64;
     /// Writes all of `buf` at `offset`.
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
-    /// Fills `buf` from `offset`.
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Fills `buf` from `offset`. Takes `&self` so that several threads can read at once
+    /// (the read-back keeps two reads in flight).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Makes every write durable.
     fn sync(&mut self) -> io::Result<()>;
     /// The device path, for messages.
@@ -143,7 +144,7 @@ impl SlotDevice for HostDevice {
         }
     }
 
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         match &self.direct {
             Some(f) if Self::aligned(offset, buf) => f.read_exact_at(buf, offset),
             _ => self.buffered.read_exact_at(buf, offset),
@@ -259,7 +260,7 @@ impl SlotDevice for MemDevice {
         self.data[o..o + buf.len()].copy_from_slice(buf);
         Ok(())
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let o = offset as usize;
         let part = self.data.get(o..o + buf.len()).ok_or_else(|| {
             io::Error::new(

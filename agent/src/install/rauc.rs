@@ -14,7 +14,7 @@
 //! file as the signed manifest's value. The read-back checks the slot against BLAKE3
 //! hashes of every [`HASH_CHUNK`] written, taken on a thread of their own while writing.
 //!
-//! Three threads over a pool of three [`CHUNK`]-sized aligned buffers: the caller's thread
+//! Three threads over a pool of four [`CHUNK`]-sized aligned buffers: the caller's thread
 //! reads (decompressing and checking blocks), one thread hashes each chunk, one writes in
 //! order with direct I/O. The caller keeps the slot marked bad until the image is written,
 //! flushed and read back.
@@ -156,14 +156,16 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
     }
 }
 
-/// Bytes per buffer, and per hash taken while writing (a multiple of 4 KiB).
-pub const CHUNK: usize = 4 << 20;
-/// [`CHUNK`] as the read-back's chunk size.
-pub const HASH_CHUNK: u32 = CHUNK as u32;
-/// Buffers in flight: one being read, one being hashed, one being written (hashing a
-/// chunk with BLAKE3 takes a fraction of reading or writing it). Three keep peak memory
-/// under 24 MiB with the read-back's three.
-const POOL: usize = 3;
+/// Bytes per buffer (a multiple of 4 KiB).
+pub const CHUNK: usize = 1 << 20;
+/// Bytes per hash taken while writing, and the read-back's chunk size: [`CHUNKS_PER_HASH`]
+/// buffers.
+pub const HASH_CHUNK: u32 = 4 << 20;
+/// Buffers hashed into one [`HASH_CHUNK`] hash.
+const CHUNKS_PER_HASH: usize = HASH_CHUNK as usize / CHUNK;
+/// Buffers in flight: one being read, one being hashed, two being written. Small buffers
+/// keep peak memory low while the bundle's own reads hold a 4 MiB block of the payload.
+const POOL: usize = 4;
 
 /// The BLAKE3 hash of one [`HASH_CHUNK`] of an image as it was written.
 pub type ChunkHash = [u8; 32];
@@ -210,14 +212,26 @@ pub fn write_from_reader(
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut hashes = Vec::new();
+            // Every buffer but the last is a whole CHUNK, so every hash but the last
+            // covers exactly HASH_CHUNK bytes.
+            let mut state = blake3::Hasher::new();
+            let mut in_state = 0usize;
             for (buf, len) in hash_rx {
                 if hash {
-                    // Every buffer but the last is a whole chunk.
-                    hashes.push(*blake3::hash(&buf.as_slice()[..len]).as_bytes());
+                    state.update(&buf.as_slice()[..len]);
+                    in_state += 1;
+                    if in_state == CHUNKS_PER_HASH {
+                        hashes.push(*state.finalize().as_bytes());
+                        state.reset();
+                        in_state = 0;
+                    }
                 }
                 if write_tx.send((buf, len)).is_err() {
                     break;
                 }
+            }
+            if hash && in_state > 0 {
+                hashes.push(*state.finalize().as_bytes());
             }
             hashes
         });
@@ -316,8 +330,9 @@ mod tests {
 
     #[test]
     fn writes_hashes_every_chunk_and_reads_back() {
-        let image = image(3 * CHUNK + 1234);
-        let mut d = dev(4 * CHUNK);
+        const HC: usize = HASH_CHUNK as usize;
+        let image = image(3 * HC + 1234);
+        let mut d = dev(4 * HC);
         let mut seen = 0;
         let hashes = write_from_reader(
             &mut image.as_slice(),
@@ -330,7 +345,7 @@ mod tests {
         .unwrap();
         assert_eq!(seen, image.len() as u64);
         assert_eq!(hashes.len(), 4);
-        for (h, chunk) in hashes.iter().zip(image.chunks(CHUNK)) {
+        for (h, chunk) in hashes.iter().zip(image.chunks(HC)) {
             assert_eq!(h, blake3::hash(chunk).as_bytes());
         }
         assert_eq!(&d.data[..image.len()], &image[..]);
@@ -344,8 +359,9 @@ mod tests {
 
     #[test]
     fn read_back_names_the_chunk_and_offset_that_changed() {
-        let image = image(3 * CHUNK + 1234);
-        let mut d = dev(4 * CHUNK);
+        const HC: usize = HASH_CHUNK as usize;
+        let image = image(3 * HC + 1234);
+        let mut d = dev(4 * HC);
         let size = image.len() as u64;
         let hashes = write_from_reader(
             &mut image.as_slice(),
@@ -356,19 +372,19 @@ mod tests {
             &mut |_, _| {},
         )
         .unwrap();
-        for at in [5, 2 * CHUNK + 77, image.len() - 1] {
+        for at in [5, 2 * HC + 77, image.len() - 1] {
             d.data[at] ^= 0x10;
             let e = verify_written(&mut d, size, &hashes, &mut |_, _| {}).unwrap_err();
-            let chunk = at / CHUNK;
+            let chunk = at / HC;
             let want = format!("chunk {chunk} ");
-            let offset = format!("offset {}", chunk * CHUNK);
+            let offset = format!("offset {}", chunk * HC);
             let e = format!("{e:#}");
             assert!(e.contains(&want) && e.contains(&offset), "{e}");
             d.data[at] ^= 0x10;
         }
         verify_written(&mut d, size, &hashes, &mut |_, _| {}).unwrap();
         // Hashes of another image size are refused, not half-checked.
-        let e = verify_written(&mut d, size + CHUNK as u64, &hashes, &mut |_, _| {}).unwrap_err();
+        let e = verify_written(&mut d, size + HC as u64, &hashes, &mut |_, _| {}).unwrap_err();
         assert!(format!("{e:#}").contains("4 chunk hashes"), "{e:#}");
     }
 

@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod client;
 pub mod error;
+mod fetch;
 pub mod headers;
 pub mod http;
 pub mod options;

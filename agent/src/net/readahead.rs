@@ -12,7 +12,7 @@
 //! An error from the fetcher (a final HTTP error, or retries given up) is handed to the
 //! reader in place of the next segment, and the thread ends.
 
-use super::http::Fetcher;
+use super::fetch::Fetcher;
 use std::io;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 

@@ -91,6 +91,45 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     }
 }
 
+/// The hash every chunk of a bundle is checked with (one per manifest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkHash {
+    /// SHA-256 (format 1, or format 2 naming it).
+    Sha256,
+    /// BLAKE3 (format 2): the default for new bundles.
+    #[default]
+    Blake3,
+}
+
+impl ChunkHash {
+    /// The name used in manifests and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkHash::Sha256 => "sha256",
+            ChunkHash::Blake3 => "blake3",
+        }
+    }
+}
+
+impl std::fmt::Display for ChunkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ChunkHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sha256" => Ok(ChunkHash::Sha256),
+            "blake3" => Ok(ChunkHash::Blake3),
+            other => Err(format!(
+                "unknown chunk hash {other:?} (expected blake3 or sha256)"
+            )),
+        }
+    }
+}
 /// A BLAKE3 digest (32 bytes): the chunk hash of manifests that name `blake3`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Blake3Digest(pub [u8; 32]);

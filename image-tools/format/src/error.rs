@@ -122,7 +122,7 @@ pub enum BundleError {
     #[error("image {image} ({class}) chunk {chunk} at bundle offset {offset}: {alg} mismatch, the payload was modified or corrupted")]
     ChunkHash {
         /// The manifest's chunk hash.
-        alg: crate::manifest::ChunkHash,
+        alg: crate::digest::ChunkHash,
         /// Image index.
         image: usize,
         /// Image class.

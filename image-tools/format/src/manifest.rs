@@ -16,26 +16,9 @@ pub const MANIFEST_FORMAT_V1: u32 = 1;
 /// digests of that algorithm only. Written for `ChunkHash::Blake3` (the default).
 pub const MANIFEST_FORMAT_V2: u32 = 2;
 
-/// The hash every chunk of a bundle is checked with (one per manifest).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ChunkHash {
-    /// SHA-256 (format 1, or format 2 naming it).
-    Sha256,
-    /// BLAKE3 (format 2): the default for new bundles.
-    #[default]
-    Blake3,
-}
+pub use crate::digest::ChunkHash;
 
 impl ChunkHash {
-    /// The name used in manifests and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ChunkHash::Sha256 => "sha256",
-            ChunkHash::Blake3 => "blake3",
-        }
-    }
-
     /// The manifest format a builder writes for this chunk hash: 1 for SHA-256 (readable
     /// by every flipslot release), 2 for BLAKE3.
     pub fn manifest_format(self) -> u32 {
@@ -46,24 +29,6 @@ impl ChunkHash {
     }
 }
 
-impl std::fmt::Display for ChunkHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ChunkHash {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sha256" => Ok(ChunkHash::Sha256),
-            "blake3" => Ok(ChunkHash::Blake3),
-            other => Err(format!(
-                "unknown chunk hash {other:?} (expected blake3 or sha256)"
-            )),
-        }
-    }
-}
 /// Most images in one bundle.
 pub const MAX_IMAGES: usize = 64;
 /// Smallest chunk size.

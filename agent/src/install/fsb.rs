@@ -3,7 +3,7 @@
 //! a pipeline of threads over a small pool of aligned buffers: bundle → slot (a reader
 //! thread reads chunks as stored, two threads check them against the manifest's chunk hash
 //! and decompress zstd chunks, the caller's thread writes them in order) and slot → check
-//! ([`crate::install::readback`], each chunk against its signed hash). Memory is three or
+//! (`install::readback`, each chunk against its signed hash). Memory is three or
 //! four chunk buffers (plus their stored bytes when compressed), whatever the image size.
 
 use crate::install::plan::Target;
@@ -182,7 +182,7 @@ impl InOrder {
 /// decompression, then the hash of the result), and this thread writes them in order, so
 /// neither hashing nor decompression is limited to one core. The last chunk is padded with
 /// zeros to a 4 KiB boundary when the device has room, so every write can use direct I/O.
-/// Memory is a few chunk buffers ([`units_in_flight`], plus [`STORED_IN_FLIGHT`] stored
+/// Memory is a few chunk buffers (`units_in_flight`, plus `STORED_IN_FLIGHT` stored
 /// chunks when compressed), whatever the image size. Reports bytes written.
 pub fn write_image<S: ByteSource + Send>(
     bundle: &mut Bundle<S>,
@@ -362,7 +362,7 @@ pub fn write_image<S: ByteSource + Send>(
 }
 
 /// Reads an image back from `dev` and checks every chunk against its hash (`alg`, the
-/// manifest's chunk hash) in the signed manifest, through [`verify_chunks`]. The chunk
+/// manifest's chunk hash) in the signed manifest, through `readback::verify_chunks`. The chunk
 /// hashes together fix the whole image, so there is no second whole-image pass. The first
 /// chunk that differs is named with its offset.
 pub fn verify_device(

@@ -158,7 +158,7 @@ impl<S: ByteSource + Send> ImageWriter for RaucWriter<'_, S> {
 
 /// Bytes per buffer (a multiple of 4 KiB).
 pub const CHUNK: usize = 1 << 20;
-/// Bytes per hash taken while writing, and the read-back's chunk size: [`CHUNKS_PER_HASH`]
+/// Bytes per hash taken while writing, and the read-back's chunk size: `CHUNKS_PER_HASH`
 /// buffers.
 pub const HASH_CHUNK: u32 = 4 << 20;
 /// Buffers hashed into one [`HASH_CHUNK`] hash.
@@ -189,7 +189,7 @@ fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// thread of its own, for [`verify_written`]. `what` names the image in errors;
 /// `progress(done, size)` follows the bytes read.
 ///
-/// Memory: [`POOL`] buffers of [`CHUNK`] bytes, plus the hashes: 32 bytes per 4 MiB of an
+/// Memory: `POOL` buffers of [`CHUNK`] bytes, plus the hashes: 32 bytes per 4 MiB of an
 /// image no larger than the slot (checked first), so 8 KiB per GiB.
 pub fn write_from_reader(
     r: &mut dyn Read,
@@ -296,7 +296,7 @@ pub fn write_from_reader(
     })
 }
 
-/// Reads `size` bytes back from `dev` through [`verify_chunks`] and checks every
+/// Reads `size` bytes back from `dev` through `readback::verify_chunks` and checks every
 /// [`HASH_CHUNK`] against the hash [`write_from_reader`] took of it; the first chunk that
 /// differs is named with its offset.
 pub fn verify_written(

@@ -13,8 +13,8 @@
 //! honoured up to the cap), until `max_retries` consecutive attempts made no progress.
 //! Other 4xx answers and TLS errors are final.
 //!
-//! The requests are made by a [`Fetcher`]. [`HttpSource`] hands reads to a
-//! [`ReadAhead`]: its own thread with its own fetcher streams the bytes from the offset
+//! The requests are made by a `fetch::Fetcher`. [`HttpSource`] hands reads to a
+//! `readahead::ReadAhead`: its own thread with its own fetcher streams the bytes from the offset
 //! asked for towards the end, a few segments ahead of the caller, so the network keeps
 //! going while the caller hashes and writes. A read anywhere else (or a failure) stops that
 //! thread and starts another at the new offset.

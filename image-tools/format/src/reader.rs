@@ -7,7 +7,7 @@ use crate::error::BundleError;
 use crate::format::{self, Header, SignatureEntry, HEADER_LEN, SIG_ENTRY_LEN};
 use crate::keyid::KeyId;
 use crate::keys::Keyring;
-use crate::manifest::{ChunkHash, Compression, Image, Manifest};
+use crate::manifest::{Chunk, ChunkHash, Compression, Image, Manifest};
 use crate::source::ByteSource;
 use ed25519_dalek::Signature;
 use sha2::{Digest, Sha256};
@@ -160,6 +160,25 @@ pub fn verify_signatures(
     Ok(report)
 }
 
+/// Chunk `chunk` of image number `image` (`img`), or an error naming both.
+fn chunk_of(img: &Image, image: usize, chunk: usize) -> Result<&Chunk, BundleError> {
+    img.chunks
+        .get(chunk)
+        .ok_or_else(|| BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}")))
+}
+
+/// The uncompressed length of chunk `chunk` of `img`, when `out` can hold it.
+fn raw_len_within(img: &Image, chunk: usize, out: &[u8]) -> Result<usize, BundleError> {
+    let raw_len = img.chunk_len(chunk) as usize;
+    if out.len() < raw_len {
+        return Err(BundleError::Build(format!(
+            "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
+            out.len()
+        )));
+    }
+    Ok(raw_len)
+}
+
 /// Checks the uncompressed bytes of chunk `chunk` of image number `image` (`img`) against
 /// the signed manifest: length and hash (`alg`, the manifest's [`Manifest::chunk_hash`]).
 /// `payload_offset` only names the offset in errors.
@@ -171,9 +190,7 @@ pub fn check_chunk(
     payload_offset: u64,
     data: &[u8],
 ) -> Result<(), BundleError> {
-    let c = img.chunks.get(chunk).ok_or_else(|| {
-        BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
-    })?;
+    let c = chunk_of(img, image, chunk)?;
     if data.len() as u64 != img.chunk_len(chunk) || !c.matches(alg, data) {
         return Err(BundleError::ChunkHash {
             alg,
@@ -199,16 +216,8 @@ pub fn decode_chunk(
     stored: &[u8],
     out: &mut [u8],
 ) -> Result<usize, BundleError> {
-    let c = img.chunks.get(chunk).ok_or_else(|| {
-        BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
-    })?;
-    let raw_len = img.chunk_len(chunk) as usize;
-    if out.len() < raw_len {
-        return Err(BundleError::Build(format!(
-            "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
-            out.len()
-        )));
-    }
+    let c = chunk_of(img, image, chunk)?;
+    let raw_len = raw_len_within(img, chunk, out)?;
     let hash_err = || BundleError::ChunkHash {
         alg,
         image,
@@ -358,20 +367,12 @@ impl<S: ByteSource> Bundle<S> {
         let payload_offset = self.payload_offset();
         let alg = self.manifest.chunk_hash();
         let img = self.image(image)?;
-        let c = img.chunks.get(chunk).ok_or_else(|| {
-            BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
-        })?;
-        let raw_len = img.chunk_len(chunk) as usize;
+        let c = chunk_of(img, image, chunk)?;
+        let raw_len = raw_len_within(img, chunk, out)?;
         let abs = payload_offset + c.offset;
         let class = img.class.clone();
         let compression = img.compression;
         let want = c.clone();
-        if out.len() < raw_len {
-            return Err(BundleError::Build(format!(
-                "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
-                out.len()
-            )));
-        }
         let hash_err = || BundleError::ChunkHash {
             alg,
             image,
@@ -413,17 +414,9 @@ impl<S: ByteSource> Bundle<S> {
                 "image {image} is compressed: its chunks must be read with read_chunk"
             )));
         }
-        let c = img.chunks.get(chunk).ok_or_else(|| {
-            BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
-        })?;
-        let raw_len = img.chunk_len(chunk) as usize;
+        let c = chunk_of(img, image, chunk)?;
+        let raw_len = raw_len_within(img, chunk, out)?;
         let abs = payload_offset + c.offset;
-        if out.len() < raw_len {
-            return Err(BundleError::Build(format!(
-                "chunk buffer of {} bytes is smaller than chunk {chunk} ({raw_len} bytes)",
-                out.len()
-            )));
-        }
         let what = format!("image {image} chunk {chunk}");
         read_at(&mut self.source, abs, &mut out[..raw_len], &what)?;
         Ok(raw_len)
@@ -446,9 +439,7 @@ impl<S: ByteSource> Bundle<S> {
                 "image {image} is not compressed: read its chunks with read_chunk_unchecked"
             )));
         }
-        let c = img.chunks.get(chunk).ok_or_else(|| {
-            BundleError::InvalidManifest(format!("image {image} has no chunk {chunk}"))
-        })?;
+        let c = chunk_of(img, image, chunk)?;
         let abs = payload_offset + c.offset;
         // stored_size is bounded by zstd_bound(chunk_size) in Manifest::validate.
         scratch.resize(c.stored_size as usize, 0);

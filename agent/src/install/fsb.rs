@@ -3,8 +3,9 @@
 //! a pipeline of threads over a small pool of aligned buffers: bundle → slot (a reader
 //! thread reads chunks as stored, two threads check them against the manifest's chunk hash
 //! and decompress zstd chunks, the caller's thread writes them in order) and slot → check
-//! (`install::readback`, each chunk against its signed hash). Memory is three or
-//! four chunk buffers (plus their stored bytes when compressed), whatever the image size.
+//! (`install::readback`, each chunk against its signed hash). Memory while writing is three
+//! chunk buffers (four for SHA-256 bundles; two plus two stored chunks for zstd), whatever
+//! the image size.
 
 use crate::install::plan::Target;
 use crate::install::pool::{pool, write_chunk};

@@ -39,7 +39,8 @@ use std::path::PathBuf;
 pub struct InstallOptions {
     /// Install even if the bundle is older than the booted version.
     pub allow_downgrade: bool,
-    /// Read the slot back after writing and compare with the image hash.
+    /// Read the slot back after writing and check every chunk again (against the signed
+    /// chunk hashes of a `.fsb`, or the hashes taken while writing a RAUC image).
     pub read_back: bool,
     /// Refuse the bundle unless its signed manifest has this SHA-256 (the daemon passes
     /// the hash its signed channel names). Checked right after the signatures, before

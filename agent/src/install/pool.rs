@@ -17,7 +17,8 @@ pub(crate) fn buffer_pool(
 }
 
 /// `count` items made by `make` (a pipeline's buffers): the sender returns one to the
-/// pool, the receiver waits for a free one. Nothing else allocates buffers in a pipeline.
+/// pool, the receiver waits for a free one. Every buffer passed between threads comes from
+/// here (the read-back's workers each keep their own one buffer).
 pub(crate) fn pool<T>(count: usize, mut make: impl FnMut() -> T) -> (SyncSender<T>, Receiver<T>) {
     let (free_tx, free_rx) = sync_channel::<T>(count);
     for _ in 0..count {
